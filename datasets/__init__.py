@@ -1,0 +1,1 @@
+"""Datasets: safe LMDB format (reader/writer), importers for published layouts, generator."""

@@ -1,0 +1,1 @@
+"""Importers, one module per published layout, each registered in ``IMPORTERS``."""

@@ -1,0 +1,1 @@
+"""Registered neural-network blocks and heads. Each module is imported here explicitly."""

@@ -1,0 +1,1 @@
+"""Registered architectures. Each model module is imported here explicitly so it registers."""
