@@ -42,6 +42,11 @@ class RelaxModel(torch.nn.Module):
 
     symmetry: ClassVar[SymmetryLaws] = SymmetryLaws()
 
+    @classmethod
+    def test_config(cls) -> dict:
+        """Small constructor keywords used by the shared tests and smoke runs (override per model)."""
+        return {}
+
     def laws(self) -> SymmetryLaws:
         """Symmetry laws of this instance (a model whose laws depend on its settings overrides this)."""
         return self.symmetry
