@@ -67,7 +67,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist"],
+        "test": ["pytest", "pytest-xdist", "setuptools>=70.1"],
         "chgnet": ["chgnet"],
     },
     entry_points={"console_scripts": ["e3relax = e3relax.cli.main:main"]},
