@@ -1,0 +1,244 @@
+"""Structure pairs -> graph records (plain numpy dicts) -> PyG ``Data`` -> ``Batch``.
+
+A *record* is a dict of plain numpy arrays keyed by :mod:`e3relax.keys` names; it is what the
+LMDB codec stores (no pickled objects). :func:`record_to_data` turns it into a
+``torch_geometric.data.Data`` whose per-structure fields have a leading dimension 1, so that
+:func:`collate` (``Batch.from_data_list``) stacks them into ``[B, ...]`` and increments
+``edge_index``.
+
+Record fields (N atoms, E edges, T trajectory frames):
+    POS_U [N,3] f64, CELL_U [3,3] f64, Z [N] int64, PBC [3] bool, EDGE_INDEX [2,E] int64,
+    CELL_OFFSETS [E,3] int64, EDGE_TYPE [E] int64, ID str, ROTATION_REMOVED float (degrees);
+    labelled only: POS_R [N,3], CELL_R [3,3]; optional: ENERGY float, TRAJ_POS [N,T,3],
+    TRAJ_CELL [T,3,3], TAGS [N] int64, FIXED [N] bool.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from e3relax import keys
+from e3relax.graph.base import GraphEdges
+from e3relax.structures import (
+    PairValidationError,
+    ValidationThresholds,
+    polar_rotation,
+    rotation_angle_deg,
+    structure_arrays,
+    unwrap_positions,
+    validate_pair,
+    validate_structure,
+)
+
+__all__ = ["make_record", "record_to_data", "collate", "structure_to_data", "GraphFn"]
+
+logger = logging.getLogger(__name__)
+
+#: A graph builder: ``(pos [N,3], cell [3,3], pbc [3]) -> GraphEdges``.
+GraphFn = Callable[[np.ndarray, np.ndarray, np.ndarray], GraphEdges]
+
+
+def _edges(graph: GraphFn, pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray, sid: str) -> GraphEdges:
+    """Run the builder and check its output."""
+    g = graph(pos, cell, pbc)
+    ei = np.asarray(g.edge_index, dtype=np.int64)
+    off = np.asarray(g.cell_offsets, dtype=np.int64)
+    et = np.asarray(g.edge_type, dtype=np.int64)
+    e = ei.shape[1] if ei.ndim == 2 else -1
+    if ei.shape != (2, e) or off.shape != (e, 3) or et.shape != (e,):
+        raise ValueError(f"structure '{sid}': graph builder returned edge_index {ei.shape}, "
+                         f"cell_offsets {off.shape}, edge_type {et.shape}; expected [2,E], [E,3], [E]")
+    if e and (ei.min() < 0 or ei.max() >= len(pos)):
+        raise ValueError(f"structure '{sid}': graph builder returned atom indices outside 0..{len(pos) - 1}")
+    if e == 0:
+        logger.warning("structure '%s': the graph has no edges", sid)
+    return GraphEdges(ei, off, et)
+
+
+def _trajectory_arrays(trajectory: Any, n: int, sid: str) -> tuple[np.ndarray, np.ndarray]:
+    """Trajectory as (pos [T,N,3], cell [T,3,3]) from frames or a (pos, cell) pair of arrays."""
+    if isinstance(trajectory, tuple) and len(trajectory) == 2 and isinstance(trajectory[0], np.ndarray):
+        pos, cell = (np.asarray(a, dtype=np.float64) for a in trajectory)
+    else:
+        frames = [structure_arrays(f) for f in trajectory]
+        if not frames:
+            raise PairValidationError(sid, "trajectory", "trajectory has no frames")
+        if any(len(f[0]) != n for f in frames):
+            raise PairValidationError(sid, "atom_count", f"trajectory frames do not all have {n} atoms")
+        pos, cell = np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
+    if pos.ndim != 3 or pos.shape[1:] != (n, 3) or cell.shape != (pos.shape[0], 3, 3):
+        raise PairValidationError(sid, "trajectory", f"trajectory positions {pos.shape} / cells {cell.shape} "
+                                  f"do not match [T,{n},3] / [T,3,3]")
+    if not (np.isfinite(pos).all() and np.isfinite(cell).all()):
+        raise PairValidationError(sid, "non_finite", "trajectory has non-finite positions or cells")
+    return pos, cell
+
+
+def _align(pos_u, cell_u, pos, cell, pbc, keep_frame: bool, sid: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """De-rotate (unless keep_frame) and unwrap one relaxed/trajectory frame."""
+    angle = 0.0
+    if not keep_frame:
+        try:
+            r = polar_rotation(cell_u, cell)
+        except ValueError as exc:
+            raise PairValidationError(sid, "handedness", str(exc)) from exc
+        cell, pos, angle = cell @ r.T, pos @ r.T, rotation_angle_deg(r)
+    return unwrap_positions(pos_u, pos, cell, pbc), cell, angle
+
+
+def make_record(
+    unrelaxed: Any,
+    relaxed: Any | None,
+    sid: str,
+    graph: GraphFn,
+    *,
+    energy: float | None = None,
+    trajectory: Any | None = None,
+    keep_frame: bool = False,
+    thresholds: ValidationThresholds | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """Validate a structure pair and build its graph record.
+
+    Steps: validate (:func:`~e3relax.structures.validate_pair`, or ``validate_structure`` when
+    ``relaxed`` is None); remove the rigid rotation of the relaxed frame (polar decomposition,
+    skipped with ``keep_frame=True``); unwrap relaxed positions to the image nearest the unrelaxed
+    atoms; build the graph on the UNRELAXED structure.
+
+    Args:
+        unrelaxed: ase.Atoms or pymatgen Structure.
+        relaxed: the relaxed counterpart (same atom order), or None for an unlabelled record.
+        sid: structure id, used in every error message.
+        graph: graph builder, e.g. ``GRAPHS.build({"name": "periodic_multi_edge", ...})``.
+        energy: optional relaxed energy (eV/atom).
+        trajectory: optional relaxation trajectory: a sequence of Atoms/Structures or a tuple
+            ``(pos [T,N,3], cell [T,3,3])``; each frame is de-rotated and unwrapped like POS_R.
+        keep_frame: keep the relaxed structure's raw frame (no rotation removal).
+        thresholds: validation limits.
+
+    Returns:
+        ``(record, warnings)``; see the module docstring for the record fields.
+
+    Raises:
+        PairValidationError: for invalid input, naming ``sid``.
+    """
+    sid = str(sid)
+    if relaxed is None:
+        warnings = validate_structure(unrelaxed, sid, thresholds)
+    else:
+        warnings = validate_pair(unrelaxed, relaxed, sid, thresholds)
+    pos_u, cell_u, z, pbc = structure_arrays(unrelaxed)
+    rec: dict[str, Any] = {keys.POS_U: pos_u, keys.CELL_U: cell_u, keys.Z: z, keys.PBC: pbc, keys.ID: sid}
+    angle = 0.0
+    if relaxed is not None:
+        pos_r, cell_r, _, _ = structure_arrays(relaxed)
+        rec[keys.POS_R], rec[keys.CELL_R], angle = _align(pos_u, cell_u, pos_r, cell_r, pbc, keep_frame, sid)
+    rec[keys.ROTATION_REMOVED] = float(angle)
+    g = _edges(graph, pos_u, cell_u, pbc, sid)
+    rec[keys.EDGE_INDEX], rec[keys.CELL_OFFSETS], rec[keys.EDGE_TYPE] = g.edge_index, g.cell_offsets, g.edge_type
+    if energy is not None:
+        rec[keys.ENERGY] = float(energy)
+    if trajectory is not None:
+        tpos, tcell = _trajectory_arrays(trajectory, len(z), sid)
+        frames = [_align(pos_u, cell_u, p, c, pbc, keep_frame, sid) for p, c in zip(tpos, tcell)]
+        rec[keys.TRAJ_POS] = np.stack([f[0] for f in frames], axis=1)  # [N, T, 3]
+        rec[keys.TRAJ_CELL] = np.stack([f[1] for f in frames])  # [T, 3, 3]
+    return rec, warnings
+
+
+_FLOAT_NODE = (keys.POS_U, keys.POS_R, keys.TRAJ_POS)
+_FLOAT_GRAPH = (keys.CELL_U, keys.CELL_R, keys.TRAJ_CELL)
+
+
+def _scalar(record: dict, key: str, default: float) -> float:
+    v = record.get(key, None)
+    if v is None:
+        return default
+    return float(np.asarray(v.cpu() if isinstance(v, torch.Tensor) else v).reshape(-1)[0])
+
+
+def record_to_data(record: dict[str, Any], dtype: torch.dtype = torch.float32):
+    """Turn a record (numpy arrays or tensors) into a ``torch_geometric.data.Data``.
+
+    Per-structure fields get a leading 1 so that batching stacks them: CELL_U / CELL_R [1,3,3],
+    NATOMS [1], PBC [1,3], ENERGY [1] (NaN if unknown), ROTATION_REMOVED [1], TRAJ_CELL [1,T,3,3].
+    Node fields keep [N, ...] (POS_U, POS_R, Z, TRAJ_POS, TAGS, FIXED); edge fields EDGE_INDEX
+    [2,E], CELL_OFFSETS [E,3], EDGE_TYPE [E]; ID is a ``str``. Floats are cast to ``dtype``.
+    """
+    from torch_geometric.data import Data
+
+    sid = record.get(keys.ID, "")
+    sid = sid.decode() if isinstance(sid, bytes) else str(sid)
+    for k in (keys.POS_U, keys.CELL_U, keys.Z, keys.EDGE_INDEX, keys.CELL_OFFSETS):
+        if k not in record:
+            raise KeyError(f"structure '{sid}': record has no field '{k}'")
+
+    def t(k: str, dt: torch.dtype) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(record[k]) if not isinstance(record[k], torch.Tensor) else record[k]).to(dt)
+
+    data = Data()
+    n = int(t(keys.Z, torch.long).numel())
+    for k in _FLOAT_NODE:
+        if k in record:
+            data[k] = t(k, dtype)
+    for k in _FLOAT_GRAPH:
+        if k in record:
+            data[k] = t(k, dtype).unsqueeze(0)
+    data[keys.Z] = t(keys.Z, torch.long).reshape(n)
+    for k, dt in ((keys.TAGS, torch.long), (keys.FIXED, torch.bool)):
+        if k in record:
+            data[k] = t(k, dt).reshape(n)
+    data[keys.EDGE_INDEX] = t(keys.EDGE_INDEX, torch.long).reshape(2, -1)
+    data[keys.CELL_OFFSETS] = t(keys.CELL_OFFSETS, torch.long).reshape(-1, 3)
+    e = data[keys.EDGE_INDEX].shape[1]
+    if keys.EDGE_TYPE in record:
+        data[keys.EDGE_TYPE] = t(keys.EDGE_TYPE, torch.long).reshape(e)
+    else:
+        data[keys.EDGE_TYPE] = torch.full((e,), keys.EDGE_RADIUS, dtype=torch.long)
+    pbc = t(keys.PBC, torch.bool).reshape(1, 3) if keys.PBC in record else torch.ones(1, 3, dtype=torch.bool)
+    data[keys.PBC] = pbc
+    data[keys.NATOMS] = torch.tensor([n], dtype=torch.long)
+    data[keys.ENERGY] = torch.tensor([_scalar(record, keys.ENERGY, math.nan)], dtype=dtype)
+    data[keys.ROTATION_REMOVED] = torch.tensor([_scalar(record, keys.ROTATION_REMOVED, 0.0)], dtype=dtype)
+    data[keys.ID] = sid
+    data.num_nodes = n
+    return data
+
+
+def collate(data_list: Sequence[Any]):
+    """Batch ``Data`` objects with ``Batch.from_data_list`` (edge_index is incremented).
+
+    Raises:
+        ValueError: when the structures do not carry the same fields (e.g. labelled and unlabelled
+            mixed) or their trajectories have different lengths, naming the offending ids.
+    """
+    from torch_geometric.data import Batch
+
+    if not data_list:
+        raise ValueError("collate: empty list of structures")
+    ref = set(data_list[0].keys())
+    for d in data_list[1:]:
+        if set(d.keys()) != ref:
+            raise ValueError(f"collate: structures '{data_list[0][keys.ID]}' and '{d[keys.ID]}' carry different "
+                             f"fields ({sorted(ref ^ set(d.keys()))}); do not mix labelled and unlabelled records")
+    if keys.TRAJ_CELL in ref:
+        lengths = {int(d[keys.TRAJ_CELL].shape[1]) for d in data_list}
+        if len(lengths) > 1:
+            ids = [d[keys.ID] for d in data_list]
+            raise ValueError(f"collate: trajectories of {ids} have different lengths {sorted(lengths)}")
+    return Batch.from_data_list(list(data_list))
+
+
+def structure_to_data(x: Any, graph: GraphFn, sid: str = "", dtype: torch.dtype = torch.float32,
+                      thresholds: ValidationThresholds | None = None):
+    """Validate one unlabelled structure (Atoms or Structure) and build its ``Data`` for prediction.
+
+    Warnings (short contacts) are logged. Raises :class:`PairValidationError` naming ``sid``.
+    """
+    rec, warnings = make_record(x, None, sid, graph, thresholds=thresholds)
+    for w in warnings:
+        logger.warning(w)
+    return record_to_data(rec, dtype=dtype)
