@@ -69,8 +69,26 @@ class Importer:
             )
         self.trust_pickle = trust_pickle
 
-    def __iter__(self) -> Iterator[Item]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def __iter__(self) -> Iterator[Item]:
+        """Items in a deterministic order. Override this, or :meth:`tasks` and :meth:`load`."""
+        if type(self).tasks is Importer.tasks:
+            raise NotImplementedError(f"{type(self).__name__} must define __iter__ or tasks()/load()")
+        return (self.load(task) for task in self.tasks())
+
+    def tasks(self) -> Iterator[Any]:
+        """Light, picklable descriptions of the items, in a deterministic order.
+
+        The converter calls :meth:`load` on each task in worker processes, so parsing runs in
+        parallel. The default yields the items themselves (all reading happens here, serially).
+        """
+        return iter(self)
+
+    def load(self, task: Any) -> Item:
+        """Turn one task from :meth:`tasks` into an :data:`Item` (default: the task is the item).
+
+        Must not raise for bad input: return :class:`Skipped` naming the id and the reason.
+        """
+        return task
 
     def __len__(self) -> int:  # optional: number of items, for progress bars
         raise TypeError(f"{type(self).__name__} does not know its length in advance")

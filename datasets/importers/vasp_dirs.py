@@ -1,0 +1,146 @@
+"""Importer ``vasp_dirs``: one folder per VASP relaxation, unrelaxed POSCAR -> final CONTCAR.
+
+Layout (the Sr-Nb-H hydrides of Gibson et al. 2022, and most users' own runs)::
+
+    SRC/                       (or SRC/raw_dft/)
+      <id>/
+        MP_inputs/OG_POSCAR    unrelaxed (generated) structure
+        MP_inputs/POSCAR       input of a first stage, if any
+        MP_inputs/CONTCAR, MP_inputs/XDATCAR   first stage and its frames
+        CONTCAR                final relaxed structure
+        XDATCAR                frames of the last stage
+
+The unrelaxed structure is the first file found among ``unrelaxed_names`` (default
+``OG_POSCAR``, ``MP_inputs/OG_POSCAR``, ``MP_inputs/POSCAR``, ``POSCAR``); the relaxed one the
+first among ``relaxed_names`` (default ``CONTCAR``). With ``trajectory=True`` the frames of every
+XDATCAR in ``xdatcar_names`` (in order: first stage, then last) become trajectory targets,
+optionally sub-sampled to ``num_frames`` evenly spaced frames (first and last kept). A folder
+missing either side is reported as ``missing_partner``; a file ASE cannot parse as ``unreadable``.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from e3relax.datasets.importers.base import Importer, Item, RawPair, Skipped
+from e3relax.datasets.importers.poscar_pairs import parse_poscar
+from e3relax.registry import IMPORTERS
+
+UNRELAXED_NAMES = ("OG_POSCAR", "MP_inputs/OG_POSCAR", "MP_inputs/POSCAR", "POSCAR")
+RELAXED_NAMES = ("CONTCAR",)
+XDATCAR_NAMES = ("MP_inputs/XDATCAR", "XDATCAR")
+_RUN_FILES = {"POSCAR", "OG_POSCAR", "CONTCAR", "XDATCAR", "MP_inputs"}
+
+
+def _natural_key(name: str) -> tuple:
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t)
+
+
+def _is_run(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / n).exists() for n in _RUN_FILES)
+
+
+def even_frames(num_total: int, num_frames: int | None) -> list[int]:
+    """Indices of ``num_frames`` evenly spaced frames out of ``num_total`` (first and last included)."""
+    if num_frames is None or num_frames >= num_total:
+        return list(range(num_total))
+    if num_frames == 1:
+        return [num_total - 1]
+    return sorted(set(np.round(np.linspace(0, num_total - 1, num_frames)).astype(int).tolist()))
+
+
+def read_xdatcar(path: Path) -> list:
+    """All frames of an XDATCAR (fixed or variable cell) as ``ase.Atoms``; ``ValueError`` if unreadable."""
+    from ase.io import read
+
+    try:
+        frames = read(str(path), index=":", format="vasp-xdatcar")
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable XDATCAR ({type(exc).__name__}: {exc})") from exc
+    if not frames:
+        raise ValueError(f"{path}: XDATCAR has no frames")
+    return frames
+
+
+@IMPORTERS.register("vasp_dirs")
+class VaspDirsImporter(Importer):
+    """Pairs from VASP run folders (see the module docstring for the layout).
+
+    Args:
+        src: folder of run folders (a ``raw_dft`` sub-folder is used when src has no runs), or
+            one run folder.
+        trajectory: also read XDATCAR frames as trajectory targets; a run without them is skipped.
+        num_frames: keep this many evenly spaced frames (None: all; needs ``trajectory``).
+        unrelaxed_names / relaxed_names / xdatcar_names: relative file names tried in order.
+    """
+
+    def __init__(self, src: str | Path, *, trajectory: bool = False, num_frames: int | None = None,
+                 unrelaxed_names: Sequence[str] = UNRELAXED_NAMES, relaxed_names: Sequence[str] = RELAXED_NAMES,
+                 xdatcar_names: Sequence[str] = XDATCAR_NAMES, trust_pickle: bool = False) -> None:
+        super().__init__(src, trust_pickle=trust_pickle)
+        self.trajectory = bool(trajectory)
+        self.num_frames = None if num_frames is None else int(num_frames)
+        if self.num_frames is not None and self.num_frames < 1:
+            raise ValueError(f"vasp_dirs: num_frames must be >= 1, got {num_frames}")
+        self.unrelaxed_names = tuple(unrelaxed_names)
+        self.relaxed_names = tuple(relaxed_names)
+        self.xdatcar_names = tuple(xdatcar_names)
+
+    def run_folders(self) -> list[Path]:
+        """Run folders in natural order of their names."""
+        root = self.src
+        if _is_run(root) and not any(_is_run(p) for p in root.iterdir() if p.name != "MP_inputs"):
+            return [root]
+        runs = [p for p in root.iterdir() if _is_run(p)]
+        if not runs and (root / "raw_dft").is_dir():
+            runs = [p for p in (root / "raw_dft").iterdir() if _is_run(p)]
+        if not runs:
+            raise ValueError(f"vasp_dirs: no run folders (with POSCAR/OG_POSCAR/CONTCAR/MP_inputs) in '{root}'")
+        return sorted(runs, key=lambda p: _natural_key(p.name))
+
+    def tasks(self) -> Iterator[str]:
+        return iter([str(p) for p in self.run_folders()])
+
+    def __len__(self) -> int:
+        return len(self.run_folders())
+
+    @staticmethod
+    def _first(folder: Path, names: Sequence[str]) -> Path | None:
+        for n in names:
+            if (folder / n).is_file():
+                return folder / n
+        return None
+
+    def load(self, task: str) -> Item:
+        folder = Path(task)
+        sid = folder.name
+        u_path = self._first(folder, self.unrelaxed_names)
+        r_path = self._first(folder, self.relaxed_names)
+        if u_path is None or r_path is None:
+            lacks = "unrelaxed (" + ", ".join(self.unrelaxed_names) + ")" if u_path is None else \
+                "relaxed (" + ", ".join(self.relaxed_names) + ")"
+            return Skipped(sid, f"{folder}: no {lacks} file", "missing_partner", str(folder))
+        try:
+            unrelaxed = parse_poscar(u_path.read_text(encoding="utf-8", errors="strict"), str(u_path))
+            relaxed = parse_poscar(r_path.read_text(encoding="utf-8", errors="strict"), str(r_path))
+        except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+            return Skipped(sid, str(exc), "unreadable", str(folder))
+        trajectory = None
+        if self.trajectory:
+            paths = [folder / n for n in self.xdatcar_names if (folder / n).is_file()]
+            if not paths:
+                return Skipped(sid, f"{folder}: trajectory requested but no XDATCAR ({', '.join(self.xdatcar_names)})",
+                               "missing_partner", str(folder))
+            try:
+                frames = [f for p in paths for f in read_xdatcar(p)]
+            except ValueError as exc:
+                return Skipped(sid, str(exc), "unreadable", str(folder))
+            bad = [i for i, f in enumerate(frames) if len(f) != len(unrelaxed)]
+            if bad:
+                return Skipped(sid, f"{folder}: XDATCAR frame {bad[0]} has {len(frames[bad[0]])} atoms, "
+                               f"the unrelaxed structure {len(unrelaxed)}", "atom_count", str(folder))
+            trajectory = [frames[i] for i in even_frames(len(frames), self.num_frames)]
+        return RawPair(id=sid, unrelaxed=unrelaxed, relaxed=relaxed, trajectory=trajectory, source=str(folder))

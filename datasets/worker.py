@@ -1,0 +1,113 @@
+"""Per-item work of a conversion, run in worker processes: task -> item -> record bytes.
+
+Kept apart from the driver so that a worker's state (importer, graph builder, settings) is set
+once per process by :func:`init_worker` and every call of :func:`process` returns a small,
+picklable dict: either a converted record (npz bytes + what the report needs) or a skip.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from e3relax import keys
+from e3relax.datasets.importers.base import Importer, RawPair, Skipped
+from e3relax.datasets.lmdb_format import encode_record
+from e3relax.datasets.splits import assign_split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ConvertSettings:
+    """What every worker needs besides the importer.
+
+    Attributes:
+        graph: graph-builder spec (``{"name": ..., **params}``) or a built builder.
+        ratio: split fractions by name (from ``parse_ratio``) for items without a published split.
+        seed: seed of the id-hash split.
+        keep_frame: keep the raw frame of relaxed structures (no rigid-rotation removal).
+        thresholds: ``ValidationThresholds`` or None for the defaults.
+    """
+
+    graph: Any
+    ratio: dict
+    seed: int = 0
+    keep_frame: bool = False
+    thresholds: Any = None
+
+
+def build_graph(spec: Any):
+    """A graph builder from a spec, or the object itself when it is already callable."""
+    from e3relax.registry import GRAPHS
+
+    return GRAPHS.build(spec)
+
+
+def graph_params(spec: Any) -> dict:
+    """Parameters of a graph spec as stored in metadata (``builder.params()`` plus its name)."""
+    builder = build_graph(spec)
+    params = dict(builder.params()) if hasattr(builder, "params") else {}
+    name = getattr(builder, "registry_name", None) or (spec.get("name") if isinstance(spec, dict) else None)
+    if name and "name" not in params:
+        params["name"] = name
+    return params
+
+
+_STATE: dict[str, Any] = {}
+
+
+def init_worker(importer: Importer, settings: ConvertSettings, limit_threads: bool = True) -> None:
+    """Set the per-process state (called once per worker by the pool)."""
+    if limit_threads:
+        try:
+            import torch
+
+            torch.set_num_threads(1)
+        except ImportError:  # pragma: no cover
+            pass
+    _STATE.update(importer=importer, settings=settings, graph=build_graph(settings.graph))
+
+
+def _skip(i: int, sid: str, code: str, reason: str, source: str = "") -> dict:
+    return {"i": i, "ok": False, "id": str(sid), "code": code, "reason": reason, "source": source}
+
+
+def _task_id(task: Any) -> str:
+    return str(task[0] if isinstance(task, tuple) and task else task)[:200]
+
+
+def process(job: tuple[int, Any]) -> dict:
+    """Load task ``job[1]`` (index ``job[0]``), validate it and encode its record.
+
+    Never raises for bad input: the result says ``ok=False`` with a code and reason instead.
+    """
+    from e3relax.records import make_record
+    from e3relax.structures import PairValidationError
+
+    i, task = job
+    importer: Importer = _STATE["importer"]
+    settings: ConvertSettings = _STATE["settings"]
+    try:
+        item = importer.load(task)
+    except Exception as exc:  # an importer bug or odd file must not stop the conversion
+        return _skip(i, _task_id(task), "unreadable", f"{type(exc).__name__}: {exc}")
+    if isinstance(item, Skipped):
+        return _skip(i, item.id, item.code, item.reason, item.source)
+    if not isinstance(item, RawPair):
+        return _skip(i, _task_id(task), "error", f"importer returned {type(item).__name__}, not RawPair/Skipped")
+    try:
+        record, warnings = make_record(item.unrelaxed, item.relaxed, item.id, _STATE["graph"], energy=item.energy,
+                                       trajectory=item.trajectory, keep_frame=settings.keep_frame,
+                                       thresholds=settings.thresholds)
+        data = encode_record(record)
+    except PairValidationError as exc:
+        return _skip(i, item.id, exc.code, exc.reason, item.source)
+    except Exception as exc:  # keep converting the rest; the report names this one
+        log.debug("structure '%s' failed", item.id, exc_info=True)
+        return _skip(i, item.id, "error", f"{type(exc).__name__}: {exc}", item.source)
+    split = item.split or assign_split(item.id, settings.ratio, settings.seed)
+    angle = record.get(keys.ROTATION_REMOVED)
+    return {"i": i, "ok": True, "id": str(item.id), "split": split, "data": data, "natoms": int(len(record[keys.Z])),
+            "warnings": [str(w) for w in warnings], "rotation_deg": None if angle is None else float(angle),
+            "labelled": item.relaxed is not None, "source": item.source}
