@@ -1,0 +1,138 @@
+"""Small shared pieces of the scalar-vector blocks: activation, stacked linears, the layer state.
+
+Feature layouts used by every block:
+    atom scalars ``s: [N, F]``; atom vectors ``v: [N, 3(xyz), F]``;
+    lattice-node scalars ``y: [B, 3(c), F]``; lattice-node vectors ``ybar: [B, 3(c), 3(xyz), F]``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+
+class ScaledSiLU(nn.Module):
+    """``SiLU(x) / 0.6`` (keeps unit variance for unit-normal inputs)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.silu(x) * (1.0 / 0.6)
+
+
+class StackedLinear(nn.Module):
+    """``S`` independent linear maps stored as one ``[S, out, in]`` weight.
+
+    ``S = 3`` gives one parameter set per lattice vector (the reference); ``S = 1`` shares one
+    set across the three lattice nodes (broadcast when applied along a lattice axis of size 3).
+
+    Shapes:
+        forward(x [..., in], index=c) -> [..., out] using set ``c`` (or the shared set);
+        forward(x [..., 3, in]) -> [..., 3, out] applying set ``c`` to slice ``c`` of axis -2.
+    """
+
+    def __init__(self, num_stacks: int, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.num_stacks = num_stacks
+        self.weight = nn.Parameter(torch.empty(num_stacks, out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(num_stacks, out_features)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's ``nn.Linear`` default per stack (the reference initialisation)."""
+        bound = 1.0 / math.sqrt(self.weight.shape[-1])
+        for w in self.weight:
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor, index: Optional[int] = None) -> torch.Tensor:
+        if index is not None:
+            k = min(index, self.num_stacks - 1)
+            return nn.functional.linear(x, self.weight[k], None if self.bias is None else self.bias[k])
+        w = self.weight.expand(x.shape[-2], -1, -1) if self.num_stacks == 1 else self.weight
+        out = torch.einsum("...si,soi->...so", x, w)
+        if self.bias is not None:
+            out = out + (self.bias if self.num_stacks > 1 else self.bias.expand(x.shape[-2], -1))
+        return out
+
+
+class StackedMLP(nn.Module):
+    """A multilayer perceptron of :class:`StackedLinear` layers with ScaledSiLU between them.
+
+    Args:
+        num_stacks: 1 (shared) or 3 (one per lattice vector).
+        dims: layer widths, e.g. ``[2F, F, 3F]``.
+        act_last: also apply the activation after the last linear (the reference's MLP_loc, MLP_glob).
+    """
+
+    def __init__(self, num_stacks: int, dims: list[int], act_last: bool = False) -> None:
+        super().__init__()
+        self.linears = nn.ModuleList(StackedLinear(num_stacks, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.act = ScaledSiLU()
+        self.act_last = act_last
+
+    def forward(self, x: torch.Tensor, index: Optional[int] = None) -> torch.Tensor:
+        for k, lin in enumerate(self.linears):
+            x = lin(x, index)
+            if k < len(self.linears) - 1 or self.act_last:
+                x = self.act(x)
+        return x
+
+
+def mlp(dims: list[int], act_last: bool = False, bias: bool = True) -> nn.Sequential:
+    """``Linear -> ScaledSiLU -> ... -> Linear`` (PyTorch default initialisation, as the reference)."""
+    layers: list[nn.Module] = []
+    for k, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b, bias=bias))
+        if k < len(dims) - 2 or act_last:
+            layers.append(ScaledSiLU())
+    return nn.Sequential(*layers)
+
+
+def linear(a: int, b: int, bias: bool = True) -> nn.Linear:
+    """``nn.Linear`` with PyTorch's default initialisation (as the reference)."""
+    return nn.Linear(a, b, bias=bias)
+
+
+def vector_norm(v: torch.Tensor, dim: int, eps: float = 1e-8) -> torch.Tensor:
+    """``sqrt(sum v^2 + eps)`` along the Cartesian axis (smooth at zero, as the reference)."""
+    return torch.sqrt(torch.sum(v * v, dim=dim) + eps)
+
+
+INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+INV_SQRT_3 = 1.0 / math.sqrt(3.0)
+
+
+@dataclass
+class LayerState:
+    """Everything a block of a :class:`~e3relax.models.relax_net.RelaxNet` stack reads or writes.
+
+    Blocks implement ``step(state)`` that updates fields in place; the stack recomputes the edge
+    geometry (``edge_rbf``, ``edge_unit``) from the current ``pos`` and ``cell`` at each layer.
+
+    Shapes:
+        pos: [N, 3]; cell: [B, 3, 3]; pos_u: [N, 3]; cell_u: [B, 3, 3]; batch: [N]; z: [N];
+        edge_index: [2, E]; cell_offsets: [E, 3]; s: [N, F]; v: [N, 3, F];
+        y: [B, 3, F] or None; ybar: [B, 3, 3, F] or None; edge_rbf: [E, K]; edge_unit: [E, 3]
+    """
+
+    pos: torch.Tensor
+    cell: torch.Tensor
+    pos_u: torch.Tensor
+    cell_u: torch.Tensor
+    batch: torch.Tensor
+    num_graphs: int
+    z: torch.Tensor
+    edge_index: torch.Tensor
+    cell_offsets: torch.Tensor
+    radial: nn.Module
+    s: Optional[torch.Tensor] = None
+    v: Optional[torch.Tensor] = None
+    y: Optional[torch.Tensor] = None
+    ybar: Optional[torch.Tensor] = None
+    edge_rbf: Optional[torch.Tensor] = None
+    edge_unit: Optional[torch.Tensor] = None
+    refine: bool = True
+    extras: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,169 @@
+"""Lattice nodes: lattice-atom interaction, lattice-node update and lattice update (Eq. 9-18).
+
+The three lattice nodes of a structure are handled by one block with a lattice axis of size 3.
+``per_lattice_params=True`` stacks one parameter set per lattice vector as ``[3, ...]`` (the
+reference, which is not symmetric under relabelling the lattice vectors); ``False`` shares one set.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch_geometric.utils import scatter
+
+from e3relax.geometry import atom_lattice_vectors, to_cartesian, to_fractional
+from e3relax.nn.common import INV_SQRT_3, LayerState, StackedLinear, StackedMLP, vector_norm
+from e3relax.registry import BLOCKS
+
+
+def _on_vectors(lin: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """Apply a lattice-stacked map to vector features ``[B, 3(c), 3(xyz), F]`` (stack axis = c)."""
+    return lin(t.transpose(1, 2)).transpose(1, 2)
+
+
+@BLOCKS.register("lattice_atom_interaction")
+class LatticeAtomInteraction(nn.Module):
+    """Lattice -> atom messages (paper Eq. 15-18, in the reference's form), for c = 1, 2, 3 in turn.
+
+    With ``d_ic`` the atom-lattice vector of ``geometry_mode`` (``tip_absolute``: ``l_c - r_i``,
+    reference; ``centroid``; ``lattice_only``: ``l_c``), ``rho = |d_ic|``, ``u = -d_ic / rho``::
+
+        [a1, a2, a3] = MLP_x^c(x_i) * (W_e^c lambda(rho_ic) + b_e^c) / sqrt 3     (F -> F -> 3F; K -> 3F)
+        x_i <- x_i + a3
+        w_i  = (a1 * v_i + a2 (x) u_ic) / sqrt F;  v_i <- w_i (replace_vectors, reference) or v_i + w_i
+        x_i <- MLP_loc^c([x_i || y_c]) + x_i                                      (2F -> F -> F, act after both)
+        v_i <- W_loc^c (v_i + ybar_c) + v_i                                        (F x F, no bias)
+
+    The reference replaces ``v`` (shrinking it by 1/sqrt F per lattice node); the default keeps
+    a residual. Lattice states and geometry are those at the start of the layer.
+
+    Shapes:
+        s: [N, F]; v: [N, 3, F]; y: [B, 3, F]; ybar: [B, 3, 3, F]; pos: [N, 3]; cell: [B, 3, 3];
+        batch: [N]  -> s: [N, F], v: [N, 3, F]
+    """
+
+    def __init__(
+        self,
+        hidden_channels: int,
+        num_rbf: int,
+        per_lattice_params: bool = False,
+        geometry_mode: str = "lattice_only",
+        replace_vectors: bool = False,
+    ) -> None:
+        super().__init__()
+        if geometry_mode not in ("tip_absolute", "centroid", "lattice_only"):
+            raise ValueError(
+                f"lattice_atom_interaction: geometry_mode '{geometry_mode}' unknown; "
+                "use tip_absolute, centroid or lattice_only"
+            )
+        f, s = hidden_channels, 3 if per_lattice_params else 1
+        self.hidden_channels = f
+        self.geometry_mode = geometry_mode
+        self.replace_vectors = replace_vectors
+        self.scalar_mlp = StackedMLP(s, [f, f, 3 * f])
+        self.rbf_proj = StackedLinear(s, num_rbf, 3 * f)
+        self.local_mlp = StackedMLP(s, [2 * f, f, f], act_last=True)
+        self.local_vec = StackedLinear(s, f, f, bias=False)
+        self.inv_sqrt_f = 1.0 / math.sqrt(f)
+
+    def forward(self, s, v, y, ybar, pos, cell, batch, radial: nn.Module):
+        vec, dist = atom_lattice_vectors(pos, cell, batch, self.geometry_mode)  # [N,3,3], [N,3]
+        unit = -vec / dist[..., None]
+        rbf = radial(dist)  # [N, 3, K]
+        f = self.hidden_channels
+        for c in range(3):
+            a = self.scalar_mlp(s, c) * self.rbf_proj(rbf[:, c], c) * INV_SQRT_3
+            a1, a2, a3 = torch.split(a, f, dim=-1)
+            s = s + a3
+            w = (a1[:, None, :] * v + a2[:, None, :] * unit[:, c, :, None]) * self.inv_sqrt_f
+            v = w if self.replace_vectors else v + w
+            s = self.local_mlp(torch.cat([s, y[batch, c]], dim=-1), c) + s
+            v = self.local_vec(v + ybar[batch, c], c) + v
+        return s, v
+
+    def step(self, state: LayerState) -> None:
+        state.s, state.v = self(
+            state.s, state.v, state.y, state.ybar, state.pos, state.cell, state.batch, state.radial
+        )
+
+
+@BLOCKS.register("lattice_node_update")
+class LatticeNodeUpdate(nn.Module):
+    """Atom -> lattice aggregation and gated lattice-node self-update (paper Eq. 9-12, reference form).
+
+    Vectorised over the three lattice nodes c of each structure::
+
+        y_c    <- y_c + MLP_glob^c([mean_i x_i || y_c])       (2F -> F -> F, act after both)
+        ybar_c <- ybar_c + W_glob^c(mean_i v_i + ybar_c)       (F x F, no bias)
+        [Y1, Y2] = W_Y^c ybar_c;  [k1, k2, k3] = MLP_Y^c([y_c || |Y2|])   (F -> 2F; 2F -> F -> 3F)
+        y_c <- k2 + y_c * tanh(k3);  ybar_c <- k1 * Y1 + ybar_c
+
+    Shapes:
+        s: [N, F]; v: [N, 3, F]; y: [B, 3, F]; ybar: [B, 3, 3, F]; batch: [N]
+        -> y: [B, 3, F], ybar: [B, 3, 3, F]
+    """
+
+    def __init__(self, hidden_channels: int, per_lattice_params: bool = False) -> None:
+        super().__init__()
+        f, s = hidden_channels, 3 if per_lattice_params else 1
+        self.hidden_channels = f
+        self.global_mlp = StackedMLP(s, [2 * f, f, f], act_last=True)
+        self.global_vec = StackedLinear(s, f, f, bias=False)
+        self.vec_proj = StackedLinear(s, f, 2 * f, bias=False)
+        self.gate_mlp = StackedMLP(s, [2 * f, f, 3 * f])
+
+    def forward(self, s, v, y, ybar, batch, num_graphs: int):
+        f = self.hidden_channels
+        ms = scatter(s, batch, dim=0, dim_size=num_graphs, reduce="mean")  # [B, F]
+        mv = scatter(v, batch, dim=0, dim_size=num_graphs, reduce="mean")  # [B, 3, F]
+        y = y + self.global_mlp(torch.cat([ms[:, None, :].expand_as(y), y], dim=-1))
+        ybar = ybar + _on_vectors(self.global_vec, mv[:, None] + ybar)
+        y1, y2 = torch.split(_on_vectors(self.vec_proj, ybar), f, dim=-1)
+        k = self.gate_mlp(torch.cat([y, vector_norm(y2, dim=2)], dim=-1))
+        k1, k2, k3 = torch.split(k, f, dim=-1)
+        return k2 + y * torch.tanh(k3), k1[:, :, None, :] * y1 + ybar
+
+    def step(self, state: LayerState) -> None:
+        state.y, state.ybar = self(state.s, state.v, state.y, state.ybar, state.batch, state.num_graphs)
+
+
+@BLOCKS.register("lattice_update")
+class LatticeUpdate(nn.Module):
+    """Lattice vectors moved by their lattice nodes' vector features (paper Eq. 13-14).
+
+    ``dl_c = W_l^c ybar_c`` (``F -> 1``, no bias, one 3-vector per c). ``transpose=False`` adds
+    ``dl_c`` to row c of the cell (``l_c <- l_c + dl_c``, equivariant); ``transpose=True``
+    reproduces the reference, which adds ``dl_c`` as column c (``L <- L + D^T``; not rotation
+    equivariant). ``affine_positions=True`` carries atoms with the strain: ``r <- r L_old^-1 L_new``.
+
+    Shapes:
+        ybar: [B, 3, 3, F]; cell: [B, 3, 3]; pos: [N, 3]; batch: [N] -> pos: [N, 3], cell: [B, 3, 3]
+    """
+
+    def __init__(
+        self,
+        hidden_channels: int,
+        per_lattice_params: bool = False,
+        transpose: bool = False,
+        affine_positions: bool = False,
+    ) -> None:
+        super().__init__()
+        self.transpose = transpose
+        self.affine_positions = affine_positions
+        self.vec_out = StackedLinear(3 if per_lattice_params else 1, hidden_channels, 1, bias=False)
+
+    def delta(self, ybar: torch.Tensor) -> torch.Tensor:
+        """Cell change ``[B, 3, 3]`` (rows, or the reference's columns when ``transpose``)."""
+        d = _on_vectors(self.vec_out, ybar).squeeze(-1)  # [B, 3(c), 3(xyz)]
+        return d.transpose(1, 2) if self.transpose else d
+
+    def forward(self, pos, cell, ybar, batch):
+        new_cell = cell + self.delta(ybar)
+        if self.affine_positions:
+            pos = to_cartesian(to_fractional(pos, cell, batch), new_cell, batch)
+        return pos, new_cell
+
+    def step(self, state: LayerState) -> None:
+        if state.refine:
+            state.pos, state.cell = self(state.pos, state.cell, state.ybar, state.batch)
