@@ -1,1 +1,2 @@
 """Registered architectures. Each model module is imported here explicitly so it registers."""
+from e3relax.models import dummy, e3relax, relax_net  # noqa: F401
