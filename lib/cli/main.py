@@ -14,7 +14,7 @@ import sys
 from e3relax.version import __version__
 
 #: sub-command modules, in the order shown by --help
-SUBCOMMANDS: list[str] = []
+SUBCOMMANDS: list[str] = ["e3relax.cli.data"]
 
 
 def build_parser() -> argparse.ArgumentParser:
