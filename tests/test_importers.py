@@ -1,0 +1,191 @@
+"""Importers for the published layouts, each on a small fixture written in its exact layout."""
+from __future__ import annotations
+
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.io import write
+
+from e3relax.datasets.importers.base import RawPair, Skipped
+from e3relax.registry import IMPORTERS
+
+
+def make_pair(seed: int, n_rep: int = 1, pbc=True) -> tuple[Atoms, Atoms]:
+    """A small rock-salt cell (2 atoms per repeat) and a strained, rattled 'relaxed' partner."""
+    rng = np.random.default_rng(seed)
+    a = 5.6 + 0.1 * seed
+    u = Atoms("NaCl" * n_rep, scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5]] * n_rep,
+              cell=0.5 * a * np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]]), pbc=pbc)
+    if n_rep > 1:
+        u.positions[2:] += 0.3
+    r = u.copy()
+    r.set_cell(u.cell.array @ (np.eye(3) + 0.02 * rng.standard_normal((3, 3))), scale_atoms=True)
+    r.positions += 0.05 * rng.standard_normal(r.positions.shape)
+    return u, r
+
+
+def items(importer) -> tuple[dict, dict]:
+    got = list(importer)
+    pairs = {i.id: i for i in got if isinstance(i, RawPair)}
+    skipped = {i.id: i for i in got if isinstance(i, Skipped)}
+    assert len(pairs) + len(skipped) == len(got)
+    return pairs, skipped
+
+
+def assert_same(a: Atoms, b: Atoms, atol: float = 2e-3) -> None:
+    assert list(a.numbers) == list(b.numbers)
+    np.testing.assert_allclose(a.cell.array, b.cell.array, atol=atol)
+    np.testing.assert_allclose(a.positions, b.positions, atol=atol)
+
+
+def assert_same_cif(a: Atoms, b: Atoms, atol: float = 2e-3) -> None:
+    """CIF stores cell parameters, not orientation: compare lengths, angles and fractional positions."""
+    assert list(a.numbers) == list(b.numbers)
+    np.testing.assert_allclose(a.cell.cellpar(), b.cell.cellpar(), atol=atol)
+    d = a.get_scaled_positions(wrap=False) - b.get_scaled_positions(wrap=False)
+    np.testing.assert_allclose(d - np.round(d), 0.0, atol=atol)
+
+
+def test_all_layouts_registered():
+    for name in ("xmno", "mp", "mpf_pickle", "c2db", "custom", "legacy_lmdb", "extxyz", "builtin"):
+        assert name in IMPORTERS
+
+
+# ------------------------------------------------------------------ xmno
+def test_xmno(tmp_path):
+    pairs = {f"mp-{k}_pox_mn_ba": make_pair(k) for k in range(3)}
+    for base, (u, r) in pairs.items():
+        write(tmp_path / f"{base}_unrelaxed.cif", u)
+        write(tmp_path / f"{base}_relaxed.cif", r)
+    (tmp_path / "mp-2_pox_mn_ba_relaxed.cif").unlink()                  # missing partner
+    (tmp_path / "mp-9_x_unrelaxed.cif").write_text("data_broken\n_cell_length_a oops\n")
+    (tmp_path / "mp-9_x_relaxed.cif").write_text("not a cif")
+    (tmp_path / "id_prop_train_all.csv").write_text(
+        "mp-0_pox_mn_ba_unrelaxed,0.5\nmp-0_pox_mn_ba_relaxed,-1.25\nmp-9_x_relaxed,-2\n")
+    (tmp_path / "id_prop_val_all.csv").write_text("mp-1_pox_mn_ba_relaxed,-0.75\n")
+    (tmp_path / "id_prop_test_all.csv").write_text("mp-2_pox_mn_ba_relaxed,-3\n")
+    got, skipped = items(IMPORTERS.get("xmno")(tmp_path))
+    assert sorted(got) == ["mp-0_pox_mn_ba", "mp-1_pox_mn_ba"]
+    assert got["mp-0_pox_mn_ba"].energy == -1.25 and got["mp-0_pox_mn_ba"].split == "train"
+    assert got["mp-1_pox_mn_ba"].split == "val"
+    assert_same_cif(got["mp-1_pox_mn_ba"].unrelaxed, pairs["mp-1_pox_mn_ba"][0])
+    assert_same_cif(got["mp-1_pox_mn_ba"].relaxed, pairs["mp-1_pox_mn_ba"][1])
+    assert skipped["mp-2_pox_mn_ba"].code == "missing_partner"
+    assert "mp-2_pox_mn_ba_relaxed.cif" in skipped["mp-2_pox_mn_ba"].reason
+    assert skipped["mp-9_x"].code == "unreadable" and "mp-9_x_unrelaxed.cif" in skipped["mp-9_x"].reason
+
+
+def test_xmno_requires_split_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="id_prop_"):
+        IMPORTERS.get("xmno")(tmp_path)
+
+
+# ------------------------------------------------------------------ mp (CIF layout and raw pickles)
+def test_mp_cif_layout(tmp_path):
+    (tmp_path / "CIF").mkdir()
+    for k, mp_id in enumerate(["mp-1", "mp-22", "mp-333"]):
+        u, r = make_pair(k)
+        write(tmp_path / "CIF" / f"{mp_id}_U.cif", u)
+        if mp_id != "mp-333":
+            write(tmp_path / "CIF" / f"{mp_id}_R.cif", r)
+    (tmp_path / "train.csv").write_text(",mp_id,formula\n0,mp-1,NaCl\n1,mp-333,NaCl\n")
+    (tmp_path / "val.csv").write_text(",mp_id,formula\n0,mp-22,NaCl\n")
+    (tmp_path / "test.csv").write_text(",mp_id,formula\n")
+    got, skipped = items(IMPORTERS.get("mp")(tmp_path))
+    assert {k: v.split for k, v in got.items()} == {"mp-1": "train", "mp-22": "val"}
+    assert_same_cif(got["mp-22"].relaxed, make_pair(1)[1])
+    assert skipped["mp-333"].code == "missing_partner"
+
+
+def _mpf_block(path, materials):
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    data = {}
+    for mp_id, frames, ids in materials:
+        data[mp_id] = {
+            "structure": [AseAtomsAdaptor.get_structure(f) for f in frames],
+            "energy": [-3.0 * len(f) - k for k, f in enumerate(frames)],
+            "force": [np.zeros((len(f), 3)).tolist() for f in frames],
+            "stress": [np.zeros((3, 3)).tolist() for f in frames],
+            "id": ids,
+        }
+    with open(path, "wb") as fh:
+        pickle.dump(data, fh)
+
+
+def test_mpf_pickle_first_of_first_to_last_of_last(tmp_path):
+    u, r = make_pair(0)
+    mid = u.copy()
+    mid.positions += 0.01
+    # snapshots stored out of order: (calc 1, step 0) is last, (calc 0, step 0) is first
+    _mpf_block(tmp_path / "block_0.p", [("mp-7", [mid, r, u], ["mp-7-0-1", "mp-7-1-0", "mp-7-0-0"])])
+    _mpf_block(tmp_path / "block_1.p", [("mp-8", [u, r], ["a", "b"])])
+    (tmp_path / "block_2.p").write_bytes(b"not a pickle")
+    (tmp_path / "test.csv").write_text("mp_id\nmp-8\n")
+    with pytest.raises(PermissionError, match="unpickling Python objects, which can run arbitrary code"):
+        IMPORTERS.get("mpf_pickle")(tmp_path)
+    imp = IMPORTERS.get("mpf_pickle")(tmp_path, trust_pickle=True, keep_trajectory=True)
+    got, skipped = items(imp)
+    assert_same(got["mp-7"].unrelaxed, u, atol=1e-9)
+    assert_same(got["mp-7"].relaxed, r, atol=1e-9)
+    assert got["mp-7"].energy == pytest.approx((-6.0 - 1) / 2)  # energy of snapshot "mp-7-1-0" per atom
+    assert len(got["mp-7"].trajectory) == 3 and got["mp-7"].split is None
+    assert got["mp-8"].split == "test" and got["mp-8"].trajectory is not None
+    assert skipped["block_2.p"].code == "unreadable"
+
+
+# ------------------------------------------------------------------ c2db
+def test_c2db_databases(tmp_path):
+    from ase.db import connect
+
+    mats = {f"MoS2-{k}": make_pair(k, pbc=[True, True, False]) for k in range(3)}
+    with connect(str(tmp_path / "unrelaxed.db")) as db:
+        for k, (name, (u, _)) in enumerate(mats.items()):
+            if k == 0:  # the authors' row layout: structure in data['structure.json']['1']
+                frame = {"numbers": u.numbers.tolist(), "positions": u.positions.tolist(), "cell": u.cell.array.tolist()}
+                db.write(Atoms("H", cell=np.eye(3)), folder=f"/tree/A/{name}", data={"structure.json": {"1": frame}})
+            else:
+                db.write(u, folder=f"/tree/B/{name}/")
+        db.write(make_pair(5)[0], folder="/tree/C/lonely")
+    with connect(str(tmp_path / "relaxed.db")) as db:
+        for name, (_, r) in list(mats.items())[:2]:
+            db.write(r, folder=f"/other/{name}")
+        db.write(make_pair(6)[1], uid="orphan")
+    (tmp_path / "train.csv").write_text("atoms_id\nMoS2-0\n")
+    (tmp_path / "val.csv").write_text("atoms_id\nMoS2-1\n")
+    got, skipped = items(IMPORTERS.get("c2db")(tmp_path))
+    assert sorted(got) == ["MoS2-0", "MoS2-1"]
+    assert_same(got["MoS2-0"].unrelaxed, mats["MoS2-0"][0], atol=1e-9)
+    assert_same(got["MoS2-1"].relaxed, mats["MoS2-1"][1], atol=1e-9)
+    for p in got.values():
+        assert list(p.unrelaxed.pbc) == [True, True, False] and list(p.relaxed.pbc) == [True, True, False]
+    assert (got["MoS2-0"].split, got["MoS2-1"].split) == ("train", "val")
+    assert {k: s.code for k, s in skipped.items()} == {"MoS2-2": "missing_partner", "lonely": "missing_partner",
+                                                       "orphan": "missing_partner"}
+
+
+# ------------------------------------------------------------------ custom
+def test_custom_test_split_may_lack_relaxed(tmp_path):
+    (tmp_path / "CIF").mkdir()
+    for k in range(4):
+        u, r = make_pair(k, n_rep=2)
+        write(tmp_path / "CIF" / f"data_{k}_unrelaxed.cif", u)
+        if k in (0, 1):
+            write(tmp_path / "CIF" / f"data_{k}_relaxed.cif", r)
+    (tmp_path / "train.csv").write_text("atoms_id\ndata_0\ndata_2\n")
+    (tmp_path / "val.csv").write_text("atoms_id\ndata_1\n")
+    (tmp_path / "test.csv").write_text("atoms_id\ndata_3\n")
+    got, skipped = items(IMPORTERS.get("custom")(tmp_path))
+    assert got["data_3"].relaxed is None and got["data_3"].split == "test"
+    assert_same_cif(got["data_3"].unrelaxed, make_pair(3, n_rep=2)[0])
+    assert got["data_0"].relaxed is not None and got["data_1"].split == "val"
+    assert skipped["data_2"].code == "missing_partner"
+
+
+def test_custom_bad_csv_column(tmp_path):
+    (tmp_path / "train.csv").write_text("id\nx\n")
+    with pytest.raises(ValueError, match="no 'atoms_id' column"):
+        IMPORTERS.get("custom")(tmp_path)
