@@ -51,12 +51,12 @@ class GaussianRBF(nn.Module):
         self.num_rbf = num_rbf
         self.cutoff = float(cutoff)
         self.envelope_exponent = envelope_exponent
-        self.register_buffer("offsets", torch.linspace(0.0, 1.0, num_rbf), persistent=False)
         self.coeff = -0.5 * (num_rbf - 1) ** 2
 
     def forward(self, dist: torch.Tensor) -> torch.Tensor:
         u = dist / self.cutoff
-        g = torch.exp(self.coeff * (u[..., None] - self.offsets.to(u.dtype)) ** 2)
+        offsets = torch.arange(self.num_rbf, dtype=u.dtype, device=u.device) / (self.num_rbf - 1)
+        g = torch.exp(self.coeff * (u[..., None] - offsets) ** 2)
         return polynomial_envelope(u, self.envelope_exponent)[..., None] * g
 
 
@@ -76,10 +76,10 @@ class BesselRBF(nn.Module):
         self.num_rbf = num_rbf
         self.cutoff = float(cutoff)
         self.envelope_exponent = envelope_exponent
-        self.register_buffer("freq", math.pi * torch.arange(1, num_rbf + 1, dtype=torch.float), persistent=False)
 
     def forward(self, dist: torch.Tensor) -> torch.Tensor:
         u = dist / self.cutoff
         safe = torch.clamp(dist, min=1e-9)[..., None]
-        b = math.sqrt(2.0 / self.cutoff) * torch.sin(self.freq.to(u.dtype) * u[..., None]) / safe
+        freq = math.pi * torch.arange(1, self.num_rbf + 1, dtype=u.dtype, device=u.device)
+        b = math.sqrt(2.0 / self.cutoff) * torch.sin(freq * u[..., None]) / safe
         return polynomial_envelope(u, self.envelope_exponent)[..., None] * b
