@@ -90,7 +90,7 @@ class GotenNet(RelaxModel):
 
     @classmethod
     def test_config(cls) -> dict:
-        return {"hidden_channels": 16, "num_layers": 2, "num_rbf": 8, "num_heads": 2, "attn_dropout": 0.0}
+        return {"hidden_channels": 8, "num_layers": 2, "num_rbf": 8, "num_heads": 2, "attn_dropout": 0.0}
 
     def laws(self) -> SymmetryLaws:
         return lattice_head_laws(self.lattice_spec)
