@@ -59,16 +59,24 @@ def _edges(graph: GraphFn, pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray, s
     return GraphEdges(ei, off, et)
 
 
-def _trajectory_arrays(trajectory: Any, n: int, sid: str) -> tuple[np.ndarray, np.ndarray]:
-    """Trajectory as (pos [T,N,3], cell [T,3,3]) from frames or a (pos, cell) pair of arrays."""
+def _trajectory_arrays(trajectory: Any, z: np.ndarray, sid: str) -> tuple[np.ndarray, np.ndarray]:
+    """Trajectory as (pos [T,N,3], cell [T,3,3]) from frames or a (pos, cell) pair of arrays.
+
+    Frames given as structures must have the unrelaxed structure's species sequence.
+    """
+    n = len(z)
     if isinstance(trajectory, tuple) and len(trajectory) == 2 and isinstance(trajectory[0], np.ndarray):
         pos, cell = (np.asarray(a, dtype=np.float64) for a in trajectory)
     else:
         frames = [structure_arrays(f) for f in trajectory]
         if not frames:
             raise PairValidationError(sid, "trajectory", "trajectory has no frames")
-        if any(len(f[0]) != n for f in frames):
-            raise PairValidationError(sid, "atom_count", f"trajectory frames do not all have {n} atoms")
+        for t, f in enumerate(frames):
+            if len(f[0]) != n:
+                raise PairValidationError(sid, "atom_count", f"trajectory frame {t} has {len(f[0])} atoms, not {n}")
+            if not np.array_equal(f[2], z):
+                raise PairValidationError(sid, "species", f"trajectory frame {t} has a different species sequence "
+                                          "than the unrelaxed structure (atom order must agree)")
         pos, cell = np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
     if pos.ndim != 3 or pos.shape[1:] != (n, 3) or cell.shape != (pos.shape[0], 3, 3):
         raise PairValidationError(sid, "trajectory", f"trajectory positions {pos.shape} / cells {cell.shape} "
@@ -78,16 +86,33 @@ def _trajectory_arrays(trajectory: Any, n: int, sid: str) -> tuple[np.ndarray, n
     return pos, cell
 
 
-def _align(pos_u, cell_u, pos, cell, pbc, keep_frame: bool, sid: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """De-rotate (unless keep_frame) and unwrap one relaxed/trajectory frame."""
-    angle = 0.0
-    if not keep_frame:
-        try:
-            r = polar_rotation(cell_u, cell)
-        except ValueError as exc:
-            raise PairValidationError(sid, "handedness", str(exc)) from exc
-        cell, pos, angle = cell @ r.T, pos @ r.T, rotation_angle_deg(r)
-    return unwrap_positions(pos_u, pos, cell, pbc), cell, angle
+def _derotate(cell_u, pos, cell, keep_frame: bool, sid: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """Strip the rigid rotation of one relaxed/trajectory frame (unless keep_frame)."""
+    if keep_frame:
+        return pos, cell, 0.0
+    try:
+        r = polar_rotation(cell_u, cell)
+    except ValueError as exc:
+        raise PairValidationError(sid, "handedness", str(exc)) from exc
+    return pos @ r.T, cell @ r.T, rotation_angle_deg(r)
+
+
+def _trajectory_path(pos_u: np.ndarray, tpos: np.ndarray, tcell: np.ndarray, pbc: np.ndarray,
+                     end: np.ndarray | None) -> np.ndarray:
+    """Continuous trajectory: each frame unwrapped to the image nearest the previous frame.
+
+    The first frame is unwrapped towards ``pos_u``. If ``end`` (POS_R) is given, each atom's whole
+    path is then shifted by one integer fractional vector k (``p_t - k @ L_t`` in every frame) so
+    that the path ends at the ``end`` image. Shapes: tpos [T,N,3], tcell [T,3,3] -> [T,N,3].
+    """
+    out = np.empty_like(tpos)
+    prev = pos_u
+    for t in range(len(tpos)):
+        out[t] = prev = unwrap_positions(prev, tpos[t], tcell[t], pbc)
+    if end is not None:
+        k = np.rint((out[-1] - end) @ np.linalg.inv(tcell[-1])) * pbc  # [N, 3]
+        out -= np.einsum("nk,tkd->tnd", k, tcell)
+    return out
 
 
 def make_record(
@@ -115,7 +140,11 @@ def make_record(
         graph: graph builder, e.g. ``GRAPHS.build({"name": "periodic_multi_edge", ...})``.
         energy: optional relaxed energy (eV/atom).
         trajectory: optional relaxation trajectory: a sequence of Atoms/Structures or a tuple
-            ``(pos [T,N,3], cell [T,3,3])``; each frame is de-rotated and unwrapped like POS_R.
+            ``(pos [T,N,3], cell [T,3,3])``, same atom order. Each frame is de-rotated like
+            POS_R (its own polar decomposition against the unrelaxed cell) and unwrapped along
+            the path (each frame to the image nearest the previous one, so no atom jumps by a
+            lattice vector between frames); each atom's path is then shifted by a whole
+            fractional lattice vector so that it ends at the POS_R image.
         keep_frame: keep the relaxed structure's raw frame (no rotation removal).
         thresholds: validation limits.
 
@@ -135,17 +164,20 @@ def make_record(
     angle = 0.0
     if relaxed is not None:
         pos_r, cell_r, _, _ = structure_arrays(relaxed)
-        rec[keys.POS_R], rec[keys.CELL_R], angle = _align(pos_u, cell_u, pos_r, cell_r, pbc, keep_frame, sid)
+        pos_r, rec[keys.CELL_R], angle = _derotate(cell_u, pos_r, cell_r, keep_frame, sid)
+        rec[keys.POS_R] = unwrap_positions(pos_u, pos_r, rec[keys.CELL_R], pbc)
     rec[keys.ROTATION_REMOVED] = float(angle)
     g = _edges(graph, pos_u, cell_u, pbc, sid)
     rec[keys.EDGE_INDEX], rec[keys.CELL_OFFSETS], rec[keys.EDGE_TYPE] = g.edge_index, g.cell_offsets, g.edge_type
     if energy is not None:
         rec[keys.ENERGY] = float(energy)
     if trajectory is not None:
-        tpos, tcell = _trajectory_arrays(trajectory, len(z), sid)
-        frames = [_align(pos_u, cell_u, p, c, pbc, keep_frame, sid) for p, c in zip(tpos, tcell)]
-        rec[keys.TRAJ_POS] = np.stack([f[0] for f in frames], axis=1)  # [N, T, 3]
-        rec[keys.TRAJ_CELL] = np.stack([f[1] for f in frames])  # [T, 3, 3]
+        tpos, tcell = _trajectory_arrays(trajectory, z, sid)
+        frames = [_derotate(cell_u, p, c, keep_frame, sid) for p, c in zip(tpos, tcell)]
+        tcell = np.stack([f[1] for f in frames])
+        path = _trajectory_path(pos_u, np.stack([f[0] for f in frames]), tcell, pbc, rec.get(keys.POS_R))
+        rec[keys.TRAJ_POS] = path.transpose(1, 0, 2)  # [N, T, 3]
+        rec[keys.TRAJ_CELL] = tcell  # [T, 3, 3]
     return rec, warnings
 
 

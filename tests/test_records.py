@@ -1,8 +1,11 @@
 """Records: structure pair -> record -> PyG Data -> Batch, with brute-force graph checks."""
 from __future__ import annotations
 
+import io
 import itertools
 import math
+import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,8 +95,28 @@ def test_trajectory_frames_are_derotated_and_unwrapped():
     arrays = (np.stack([mid.positions, rot.positions]), np.stack([mid.cell.array, rot.cell.array]))
     rec2, _ = make_record(u, rot, "t", brute_graph(), trajectory=arrays)
     np.testing.assert_allclose(rec2[keys.TRAJ_POS], rec[keys.TRAJ_POS], atol=1e-12)
-    with pytest.raises(PairValidationError, match="structure 't': trajectory frames do not all have 3 atoms"):
-        make_record(u, rot, "t", brute_graph(), trajectory=[mid[:2]])
+    with pytest.raises(PairValidationError, match="structure 't': trajectory frame 1 has 2 atoms, not 3"):
+        make_record(u, rot, "t", brute_graph(), trajectory=[mid, mid[:2]])
+    reordered = mid.copy()
+    reordered.numbers[0] += 1
+    with pytest.raises(PairValidationError, match="structure 't': trajectory frame 0 has a different species"):
+        make_record(u, rot, "t", brute_graph(), trajectory=[reordered])
+
+
+def test_trajectory_is_continuous_and_ends_at_the_label_image():
+    cell = np.diag([4.0, 4.0, 4.0])
+    u = Atoms("HeNe", positions=[[0.5, 1.0, 1.0], [2.0, 3.0, 3.0]], cell=cell, pbc=True)
+    frames = []
+    for x in np.arange(0.5, 2.61, 0.3):  # atom 0 drifts past half a cell away from its start
+        f = u.copy()
+        f.positions[0, 0] = x
+        frames.append(f)
+    rec, _ = make_record(u, frames[-1], "drift", brute_graph(), trajectory=frames)
+    np.testing.assert_allclose(rec[keys.POS_R][0], [-1.4, 1.0, 1.0], atol=1e-12)  # nearest image of pos_u
+    path = rec[keys.TRAJ_POS]
+    assert np.linalg.norm(np.diff(path, axis=1), axis=-1).max() == pytest.approx(0.3)  # no lattice jumps
+    np.testing.assert_allclose(path[:, -1], rec[keys.POS_R], atol=1e-12)
+    np.testing.assert_allclose(path[0, 0], [-3.5, 1.0, 1.0], atol=1e-12)  # shifted by -a as a whole
 
 
 def test_errors_name_the_structure():
@@ -161,3 +184,58 @@ def test_structure_to_data_and_mixed_collate_error():
         collate([pred, labelled])
     batch = collate([pred, pred])
     assert batch[keys.EDGE_INDEX].max() == 5
+
+
+# --- real data (skipped where ../shared/data is absent) ------------------------------------------
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _read_tar(path: Path, wanted: set[str] | None, limit: int) -> dict[str, Atoms]:
+    from ase.io import read
+
+    out = {}
+    with tarfile.open(path) as tar:
+        for m in tar:
+            name = m.name.rsplit("/", 1)[-1]
+            if m.isfile() and (name in wanted if wanted is not None else len(out) < limit):
+                out[name] = read(io.StringIO(tar.extractfile(m).read().decode()), format="vasp")
+    return out
+
+
+def test_real_pnictide_pairs():
+    root = DATA / "pnictides"
+    if not root.is_dir():
+        pytest.skip(f"real data not found at {root}")
+    unrelaxed = _read_tar(root / "unrelaxed_hypothetical_structures.tar.gz", None, 25)
+    extra = {"POSCAR_CdAs2", "POSCAR_BeAs2_009481_sg180"}  # an atom-count and a species mismatch
+    unrelaxed.update(_read_tar(root / "unrelaxed_hypothetical_structures.tar.gz", extra, 0))
+    relaxed = _read_tar(root / "relaxed_hypothetical_structures.tar.gz", set(unrelaxed), 0)
+    codes = {}
+    for sid, u in unrelaxed.items():
+        try:
+            rec, _ = make_record(u, relaxed[sid], sid, brute_graph(cutoff=1.0, reach=1))
+        except PairValidationError as exc:
+            codes[sid] = exc.code
+            continue
+        f = np.linalg.solve(rec[keys.CELL_U], rec[keys.CELL_R])
+        np.testing.assert_allclose(f, f.T, atol=1e-8)  # no rotation left: F is a pure strain
+        raw = relaxed[sid].cell.array
+        np.testing.assert_allclose(rec[keys.CELL_R] @ rec[keys.CELL_R].T, raw @ raw.T, atol=1e-8)
+    assert codes.get("POSCAR_CdAs2") == "atom_count" and codes.get("POSCAR_BeAs2_009481_sg180") == "species"
+
+
+def test_real_srnbh_trajectory():
+    from ase.io import read
+
+    folders = sorted((DATA / "srnbh" / "raw_dft").glob("*/XDATCAR"))[:4]
+    if not folders:
+        pytest.skip(f"real data not found at {DATA / 'srnbh'}")
+    for xdatcar in folders:
+        d = xdatcar.parent
+        u, r = read(d / "MP_inputs" / "OG_POSCAR", format="vasp"), read(d / "CONTCAR", format="vasp")
+        traj = read(xdatcar, index=":", format="vasp-xdatcar")
+        rec, _ = make_record(u, r, d.name, brute_graph(cutoff=1.0, reach=1), trajectory=traj)
+        path = rec[keys.TRAJ_POS]
+        assert np.linalg.norm(np.diff(path, axis=1), axis=-1).max() < 1.0, d.name
+        np.testing.assert_allclose(path[:, -1], rec[keys.POS_R], atol=1e-4)  # XDATCAR has 8 digits
