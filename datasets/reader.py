@@ -26,9 +26,35 @@ from e3relax.datasets.lmdb_format import (
 )
 
 
+_ENVS: dict[str, lmdb.Environment] = {}
+_ENVS_PID: list[int] = [os.getpid()]
+
+
 def _open(path: Path) -> lmdb.Environment:
-    return lmdb.open(str(path), subdir=False, readonly=True, lock=False, readahead=False, meminit=False,
-                     max_readers=256)
+    """The read-only environment of a shard, shared within this process (LMDB allows one per file).
+
+    A forked child (DataLoader worker) never reuses its parent's handles: it opens its own.
+    """
+    if _ENVS_PID[0] != os.getpid():
+        for env in _ENVS.values():  # handles inherited through fork: never used by the child
+            env.close()  # (read-only, lock=False: closing only unmaps this process's copy)
+        _ENVS.clear()
+        _ENVS_PID[0] = os.getpid()
+    key = str(Path(path).resolve())
+    env = _ENVS.get(key)
+    if env is None:
+        env = lmdb.open(key, subdir=False, readonly=True, lock=False, readahead=False, meminit=False,
+                        max_readers=256)
+        _ENVS[key] = env
+    return env
+
+
+def release(path: str | Path) -> None:
+    """Close this process's read handle of a shard (before writing to it, or to free it)."""
+    if _ENVS_PID[0] == os.getpid():
+        env = _ENVS.pop(str(Path(path).resolve()), None)
+        if env is not None:
+            env.close()
 
 
 def shard_paths(path: str | Path) -> list[Path]:
@@ -46,12 +72,8 @@ def shard_paths(path: str | Path) -> list[Path]:
 
 def read_metadata(shard: str | Path) -> dict[str, Any]:
     """The metadata record of one shard (``FormatError`` if missing: incomplete database)."""
-    env = _open(Path(shard))
-    try:
-        with env.begin() as txn:
-            return decode_metadata(txn.get(METADATA_KEY), str(shard))
-    finally:
-        env.close()
+    with _open(Path(shard)).begin() as txn:
+        return decode_metadata(txn.get(METADATA_KEY), str(shard))
 
 
 def _check_shards(path: Path, shards: list[Path], metas: list[dict]) -> None:
@@ -106,6 +128,7 @@ class LmdbDataset(torch.utils.data.Dataset):
 
     def _environments(self) -> list[lmdb.Environment]:
         if self._envs is None or self._pid != os.getpid():  # first use in this process (e.g. a forked worker)
+            self._envs = None
             self._envs = [_open(p) for p in self.shards]
             self._pid = os.getpid()
         return self._envs
@@ -137,10 +160,10 @@ class LmdbDataset(torch.utils.data.Dataset):
         return self.transform(data) if self.transform is not None else data
 
     def close(self) -> None:
-        """Close the environments opened by this process."""
+        """Close this process's handles of the shards (other datasets on the same files reopen them)."""
         if self._envs is not None and self._pid == os.getpid():
-            for env in self._envs:
-                env.close()
+            for p in self.shards:
+                release(p)
         self._envs = None
 
     def __getstate__(self) -> dict[str, Any]:  # never pickle an open environment into a worker
@@ -148,12 +171,6 @@ class LmdbDataset(torch.utils.data.Dataset):
         state["_envs"] = None
         state["_pid"] = None
         return state
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
     def __repr__(self) -> str:
         return f"LmdbDataset('{self.path}', {len(self)} records, {len(self.shards)} shard(s))"

@@ -24,6 +24,9 @@ _INITIAL_MAP_SIZE = 1 << 28  # 256 MiB, doubled on demand
 
 
 def _open_writable(path: Path, map_size: int) -> lmdb.Environment:
+    from e3relax.datasets.reader import release
+
+    release(path)  # LMDB allows one handle per file and process
     return lmdb.open(
         str(path), subdir=False, map_size=map_size, lock=False, readahead=False, meminit=False,
         metasync=False, sync=False,
@@ -66,6 +69,9 @@ def write_shard(path: str | Path, records: Iterable[bytes], metadata: Mapping[st
     if metadata is not None:
         items.append((METADATA_KEY, encode_metadata(metadata)))
     _put_all(tmp, items)
+    from e3relax.datasets.reader import release
+
+    release(path)
     os.replace(tmp, path)
     return path
 
@@ -77,13 +83,14 @@ def add_metadata(path: str | Path, metadata: Mapping[str, Any]) -> None:
 
 def count_records(path: str | Path) -> int:
     """Number of record keys in a shard (the metadata record not counted)."""
-    env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, readahead=False)
+    from e3relax.datasets.reader import _open, release
+
     try:
-        with env.begin() as txn:
+        with _open(Path(path)).begin() as txn:
             n = txn.stat()["entries"]
             return n - (1 if txn.get(METADATA_KEY) is not None else 0)
     finally:
-        env.close()
+        release(path)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
@@ -98,6 +105,10 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
 
 
 def _remove(path: Path) -> None:
+    from e3relax.datasets.reader import release
+
+    for f in ([path] if not path.is_dir() else list(path.rglob("*.lmdb"))):
+        release(f)
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
