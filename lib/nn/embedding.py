@@ -14,7 +14,7 @@ NUM_ELEMENTS = 118
 
 @BLOCKS.register("atom_embedding")
 class AtomEmbedding(nn.Module):
-    """Atom scalar features from the atomic number; vector features start at zero.
+    """Atom scalar features from the atomic number; vector features start at zero (paper Appendix A).
 
     ``x_i^(0) = E[Z_i]`` with ``E`` a ``(num_elements + 1) x F`` table indexed by Z directly
     (so Z = 1..118 all fit; the reference's 118 rows overflow at Z = 118), initialised
@@ -46,7 +46,7 @@ class AtomEmbedding(nn.Module):
 
 @BLOCKS.register("lattice_node_embedding")
 class LatticeNodeEmbedding(nn.Module):
-    """Three lattice nodes per structure, one learned scalar vector per lattice direction c.
+    """Three lattice nodes per structure, one learned scalar vector per lattice direction c (Appendix A).
 
     ``y_c^(0) = e_c`` (one row per c of a ``[3, F]`` table, N(0, 1) as the reference's three
     ``Embedding(1, F)``); ``ybar_c^(0) = 0``.
