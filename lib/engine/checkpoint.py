@@ -1,0 +1,139 @@
+"""Checkpoints: atomic writes, a format version, the resolved config, RNG states as tensors.
+
+A checkpoint is one ``torch.save`` of a flat dict written by Ignite's ``Checkpoint`` handler::
+
+    {"format_version": 1, "config": {...}, "model": state_dict, "ema_model": state_dict,
+     "optimizer": ..., "scheduler": ..., "trainer": ..., "early_stopping": ..., "rng": {...}, ...}
+
+Everything in it is a tensor or a primitive container, so it loads with
+``torch.load(path, weights_only=True)``; no user object is unpickled.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from ignite.handlers import DiskSaver
+
+__all__ = ["FORMAT_VERSION", "Value", "RngState", "AtomicSaver", "load_checkpoint", "model_from_checkpoint",
+           "model_weights"]
+
+log = logging.getLogger(__name__)
+
+#: Bumped whenever the checkpoint layout changes incompatibly.
+FORMAT_VERSION = 1
+
+
+class Value:
+    """A constant saved under its key by Ignite's ``Checkpoint`` (format version, config)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def state_dict(self) -> Any:
+        return self.value
+
+    def load_state_dict(self, state: Any) -> None:
+        self.loaded = state
+
+
+class RngState:
+    """Captures and restores Python, NumPy, torch (and CUDA) generator states as tensors."""
+
+    def state_dict(self) -> dict[str, Any]:
+        version, internal, gauss = random.getstate()
+        np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+        out: dict[str, Any] = {
+            "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
+                       "gauss": gauss},
+            "numpy": {"name": str(np_name), "keys": torch.from_numpy(np_keys.astype(np.int64)),
+                      "pos": int(np_pos), "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            out["cuda"] = list(torch.cuda.get_rng_state_all())
+        return out
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        py = state["python"]
+        random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+        nps = state["numpy"]
+        np.random.set_state((nps["name"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"],
+                             nps["gauss"]))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class AtomicSaver(DiskSaver):
+    """``DiskSaver`` that writes atomically and deletes a superseded file only after its successor
+    is on disk, so a crash at any moment leaves a complete checkpoint behind.
+    """
+
+    def __init__(self, dirname: str | Path) -> None:
+        super().__init__(str(dirname), atomic=True, require_empty=False, create_dir=True)
+        self._pending: list[str] = []
+
+    def remove(self, filename: str) -> None:  # deferred until the next save succeeded
+        self._pending.append(filename)
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        super().__call__(checkpoint, filename, metadata)
+        pending, self._pending = self._pending, []
+        for old in pending:
+            if old != filename and (Path(self.dirname) / old).exists():
+                super().remove(old)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``) and check its format version.
+
+    Raises:
+        FileNotFoundError / ValueError: naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    if path.is_dir():  # a run folder: take its last checkpoint
+        path = path / "checkpoints" / "last.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a safe checkpoint"
+        raise ValueError(f"{path} is not a checkpoint written by e3relax (safe load failed: {exc})") from exc
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"{path} is not an e3relax checkpoint (no format_version/config)")
+    if int(ckpt["format_version"]) > FORMAT_VERSION:
+        raise ValueError(f"{path} has checkpoint format {ckpt['format_version']}; this version reads "
+                         f"up to {FORMAT_VERSION}: upgrade e3relax")
+    return ckpt
+
+
+def model_weights(ckpt: Mapping[str, Any], which: str = "ema") -> dict[str, torch.Tensor]:
+    """The EMA (default) or raw model state dict of a loaded checkpoint."""
+    key = "ema_model" if which == "ema" else "model"
+    if key not in ckpt:
+        key = "model" if key == "ema_model" else "ema_model"
+        log.warning("checkpoint has no %s weights; using %s", which, key)
+    return ckpt[key]
+
+
+def model_from_checkpoint(path: str | Path, weights: str = "ema", device: str | torch.device = "cpu",
+                          dtype: torch.dtype | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model of a checkpoint from its saved config and load its weights.
+
+    Returns:
+        (model in eval mode, resolved config of the run).
+    """
+    from e3relax.registry import MODELS
+
+    ckpt = load_checkpoint(path)
+    config = ckpt["config"]
+    model = MODELS.build(config["model"])
+    model.load_state_dict(model_weights(ckpt, weights))
+    if dtype is None:
+        dtype = torch.float64 if config.get("dtype") == "float64" else torch.float32
+    return model.to(device=device, dtype=dtype).eval(), config

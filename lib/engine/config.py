@@ -1,0 +1,206 @@
+"""Training configuration: defaults, YAML loading, ``key=value`` dotted overrides, validation.
+
+A run is described by one nested dict of primitives (str, int, float, bool, None, lists, dicts),
+so it can be saved as YAML in the run folder and inside every checkpoint (loadable with
+``torch.load(..., weights_only=True)``). :data:`DEFAULTS` follows the reference training script
+where it is sound (AdamW with amsgrad, lr 1e-4, clip 150, EMA 0.999, plateau decay 0.8 after 5
+evaluations, early stopping after 15, one evaluation every ``epoch_length`` steps).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+__all__ = ["DEFAULTS", "ConfigError", "load_config", "merge", "apply_overrides", "parse_value",
+           "resolve_config", "save_config"]
+
+log = logging.getLogger(__name__)
+
+#: Every key a run understands, with its default. Unknown keys are rejected (typos fail loudly);
+#: the ``model`` and ``loss`` mappings are free-form specs checked by their registries.
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,                     # seeds model init, data order and every RNG
+    "run_dir": "runs/run",         # output folder: config.yaml, checkpoints/, tb/
+    "device": "auto",              # auto (cuda when available) | cpu | cuda | cuda:1
+    "dtype": "float32",            # float32 | float64
+    "amp": None,                   # None | bf16 | fp16 (mixed precision, GPU only)
+    "init_from": None,             # checkpoint whose weights start the run (fine-tuning)
+    "init_weights": "ema",         # ema | model: which weights init_from takes
+    "hooks": [],                   # dotted paths of callables hook(trainer, evaluator, context)
+    "model": {"name": "e3relax"},
+    "loss": {"name": "layerwise"},
+    "data": {
+        "train": None,             # LMDB path, list of paths, or {"name": dotted.Class, ...}
+        "val": None,
+        "batch_size": 32,          # global batch (split across processes)
+        "val_batch_size": None,    # default: batch_size
+        "num_workers": 0,
+        "max_val_structures": None,  # evaluate on the first K validation structures only
+    },
+    "optim": {
+        "lr": 1.0e-4,
+        "weight_decay": 0.0,
+        "amsgrad": True,
+        "betas": [0.9, 0.999],
+        "grad_clip": 150.0,        # max global gradient norm; None disables clipping
+    },
+    "schedule": {
+        "epoch_length": 800,       # optimiser steps between evaluations ("epoch" of the reference)
+        "max_epochs": 800,
+        "plateau_factor": 0.8,
+        "plateau_patience": 5,
+        "min_lr": 1.0e-8,
+        "early_stop_patience": 15,  # evaluations without improvement; None disables
+    },
+    "ema": {
+        "decay": 0.999,            # shadow = decay * shadow + (1 - decay) * weights
+        "warmup": True,            # momentum_t = max(1 - decay, (o - 1) / (o + t)): early EMA tracks the weights
+        "warmup_offset": 10.0,
+    },
+    "checkpoint": {
+        "every": None,             # also save last.pt every N iterations (default: each evaluation)
+    },
+    "log": {
+        "tensorboard": True,
+        "every": 10,               # iterations between scalar logs
+        "figures": True,           # error-distribution and lattice parity figures at each evaluation
+        "progress_bar": True,
+    },
+    "distributed": {
+        "backend": None,           # None: nccl with CUDA else gloo (only when nproc_per_node > 1)
+        "nproc_per_node": 1,
+        "master_port": None,
+    },
+}
+
+_FREE_FORM = ("model", "loss")
+
+
+class ConfigError(ValueError):
+    """A configuration file, key or value is invalid; the message names it."""
+
+
+def parse_value(text: str) -> Any:
+    """Parse the value of a ``key=value`` override with YAML rules (``1e-4`` is a float).
+
+    ``null``/``none`` -> None, ``true`` -> True, ``[1, 2]`` -> list, anything else unparsable -> str.
+    """
+    if text.strip().lower() in ("none", "null", "~"):
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" as a string
+            return float(value) if any(c.isdigit() for c in value) else value
+        except ValueError:
+            return value
+    return value
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any], *, strict: bool = True,
+          _prefix: str = "") -> dict[str, Any]:
+    """Recursively merge ``update`` into a copy of ``base``.
+
+    Args:
+        base: defaults (or an earlier config).
+        update: user values; nested dicts merge, everything else replaces.
+        strict: reject keys absent from ``base`` (except inside the free-form model/loss specs).
+
+    Raises:
+        ConfigError: naming the dotted key that is unknown.
+    """
+    out = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        dotted = f"{_prefix}{key}"
+        free = bool(_prefix) and _prefix.split(".")[0] in _FREE_FORM
+        if strict and key not in out and not free:
+            raise ConfigError(f"unknown config key '{dotted}'; known keys here: {', '.join(sorted(out))}")
+        if key in _FREE_FORM and not _prefix and isinstance(value, Mapping):
+            old = out.get(key) or {}
+            # a different model/loss name starts from an empty spec
+            out[key] = copy.deepcopy(dict(value)) if value.get("name", old.get("name")) != old.get("name") \
+                else merge(old, value, strict=False, _prefix=f"{dotted}.")
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value, strict=strict, _prefix=f"{dotted}.")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed by :func:`parse_value`).
+
+    Raises:
+        ConfigError: for a malformed override or an unknown key.
+    """
+    out = copy.deepcopy(dict(config))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. optim.lr=3e-4)")
+        key, _, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override '{item}': empty key component")
+        nested: Any = parse_value(text)
+        for part in reversed(parts):
+            nested = {part: nested}
+        out = merge(out, nested, strict=True)
+    return out
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file (a mapping at top level)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _check(config: Mapping[str, Any]) -> None:
+    if config["dtype"] not in ("float32", "float64"):
+        raise ConfigError(f"dtype must be float32 or float64, got {config['dtype']!r}")
+    if config["amp"] not in (None, False, "bf16", "fp16"):
+        raise ConfigError(f"amp must be null, bf16 or fp16, got {config['amp']!r}")
+    if config["init_weights"] not in ("ema", "model"):
+        raise ConfigError(f"init_weights must be ema or model, got {config['init_weights']!r}")
+    if not 0.0 < float(config["ema"]["decay"]) < 1.0:
+        raise ConfigError(f"ema.decay must lie in (0, 1), got {config['ema']['decay']!r}")
+    for key in ("epoch_length", "max_epochs"):
+        if int(config["schedule"][key]) < 1:
+            raise ConfigError(f"schedule.{key} must be a positive integer, got {config['schedule'][key]!r}")
+    if int(config["data"]["batch_size"]) < 1:
+        raise ConfigError(f"data.batch_size must be positive, got {config['data']['batch_size']!r}")
+    for name in _FREE_FORM:
+        if not isinstance(config[name], Mapping) or "name" not in config[name]:
+            raise ConfigError(f"'{name}' must be a mapping with a 'name' key, got {config[name]!r}")
+
+
+def resolve_config(user: Mapping[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Defaults <- user mapping <- overrides, validated. The result is what a run saves."""
+    config = merge(DEFAULTS, user or {}, strict=True)
+    config = apply_overrides(config, overrides)
+    _check(config)
+    return config
+
+
+def save_config(config: Mapping[str, Any], path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically: a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,157 @@
+"""Datasets and data loaders for the engines: a small dataset factory, a resumable seeded batch
+sampler (data order is a pure function of seed and step, so ``--resume`` replays it exactly and
+each process of a distributed run takes its own slice), the PyG collate function, and batch
+preparation (device and float precision).
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from torch.utils.data import ConcatDataset, Dataset, Sampler, Subset
+
+from e3relax.records import collate  # PyG Batch.from_data_list with field checks
+
+__all__ = ["build_dataset", "collate", "StreamBatchSampler", "train_loader", "eval_loader", "prepare_batch"]
+
+log = logging.getLogger(__name__)
+
+
+def _lmdb(path: str | Path) -> Dataset:
+    from e3relax.datasets.reader import LmdbDataset
+
+    return LmdbDataset(path)
+
+
+def build_dataset(spec: Any) -> Dataset | None:
+    """Turn a data spec into a torch ``Dataset`` of PyG ``Data``.
+
+    Args:
+        spec: ``None``; a Dataset or list of Data (returned unchanged); an LMDB path; a list of
+            LMDB paths (concatenated); or ``{"name": "pkg.module.Class", **kwargs}`` for a user's
+            own dataset class.
+
+    Raises:
+        ValueError: naming the spec when it cannot be turned into a dataset.
+    """
+    if spec is None or isinstance(spec, Dataset):
+        return spec
+    if isinstance(spec, (str, Path)):
+        if not Path(spec).exists():
+            raise ValueError(f"dataset path {spec} does not exist")
+        return _lmdb(spec)
+    if isinstance(spec, Mapping):
+        name = spec.get("name")
+        if not isinstance(name, str) or "." not in name:
+            raise ValueError(f"dataset spec {dict(spec)!r} needs 'name' as a dotted path pkg.module.Class")
+        module, _, attr = name.rpartition(".")
+        cls = getattr(importlib.import_module(module), attr)
+        return cls(**{k: v for k, v in spec.items() if k != "name"})
+    if isinstance(spec, Sequence):
+        if spec and all(isinstance(s, (str, Path)) for s in spec):
+            return ConcatDataset([build_dataset(s) for s in spec])
+        return list(spec)  # in-memory list of Data
+    raise ValueError(f"cannot build a dataset from {spec!r}: give an LMDB path, a list of paths or a dataset")
+
+
+class StreamBatchSampler(Sampler):
+    """An endless, seeded stream of batches, resumable at any step and split across processes.
+
+    Data epoch ``e`` visits the dataset in the order ``randperm(n)`` drawn from a generator seeded
+    with ``seed + e``; the stream concatenates these epochs. Global batch ``k`` holds stream
+    positions ``[k G, (k + 1) G)`` with ``G = batch_size * world_size``; process ``rank`` takes the
+    ``rank``-th block of ``batch_size``. Batch ``k`` therefore depends only on ``(seed, k)``: set
+    :attr:`start_batch` to the trainer's iteration before iterating and a resumed run continues the
+    same order.
+
+    Args:
+        num_samples: dataset size n.
+        batch_size: structures per batch on this process.
+        seed: seeds every epoch's permutation.
+        rank, world_size: this process and the number of processes.
+        shuffle: permute each epoch (False: 0..n-1 repeatedly).
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, shuffle: bool = True) -> None:
+        if num_samples < 1:
+            raise ValueError("StreamBatchSampler: the training dataset is empty")
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle = shuffle
+        self.start_batch = 0
+        self._cache: tuple[int, torch.Tensor] | None = None
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if self._cache is None or self._cache[0] != epoch:
+            if self.shuffle:
+                gen = torch.Generator().manual_seed(self.seed + epoch)
+                perm = torch.randperm(self.num_samples, generator=gen)
+            else:
+                perm = torch.arange(self.num_samples)
+            self._cache = (epoch, perm)
+        return self._cache[1]
+
+    def batch(self, k: int) -> list[int]:
+        """Dataset indices of global batch ``k`` on this process."""
+        start = (k * self.world_size + self.rank) * self.batch_size
+        out = []
+        for pos in range(start, start + self.batch_size):
+            out.append(int(self._perm(pos // self.num_samples)[pos % self.num_samples]))
+        return out
+
+    def __iter__(self) -> Iterator[list[int]]:
+        k = self.start_batch
+        while True:
+            yield self.batch(k)
+            k += 1
+
+
+def _auto_dataloader(dataset: Dataset, **kwargs: Any):
+    import ignite.distributed as idist
+
+    with warnings.catch_warnings():  # our batch sampler is distributed-aware by construction
+        warnings.filterwarnings("ignore", message="Found batch_sampler in provided kwargs")
+        return idist.auto_dataloader(dataset, **kwargs)
+
+
+def train_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0):
+    """Endless training loader over ``dataset`` (``batch_size`` is global, split across processes).
+
+    Returns:
+        (loader, sampler): set ``sampler.start_batch`` before the loader is iterated to resume.
+    """
+    import ignite.distributed as idist
+
+    world, rank = idist.get_world_size(), idist.get_rank()
+    per_rank = max(1, batch_size // world)
+    sampler = StreamBatchSampler(len(dataset), per_rank, seed=seed, rank=rank, world_size=world)
+    # a private generator: creating the iterator (worker seeds) must not consume the global RNG
+    loader = _auto_dataloader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
+                              persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
+    return loader, sampler
+
+
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, max_structures: int | None = None):
+    """Ordered evaluation loader (each process gets its share in a distributed run)."""
+    if max_structures is not None and max_structures < len(dataset):
+        dataset = Subset(dataset, range(int(max_structures)))
+    return _auto_dataloader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                            num_workers=num_workers, drop_last=False, generator=torch.Generator().manual_seed(0))
+
+
+def prepare_batch(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """Move a batch to ``device`` and cast its floating-point fields to ``dtype``."""
+    batch = batch.to(device, non_blocking=True)
+    for key in batch.keys():
+        value = batch[key]
+        if torch.is_tensor(value) and value.is_floating_point() and value.dtype != dtype:
+            batch[key] = value.to(dtype)
+    return batch

@@ -1,0 +1,153 @@
+"""Ignite handlers wired to the trainer and evaluator: EMA with warmup, plateau LR decay, early
+stopping, best and last checkpoints, NaN guard, step timing (throughput, data-wait share), progress bar.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, EarlyStopping, EMAHandler, TerminateOnNan, global_step_from_engine
+
+from e3relax.engine.checkpoint import FORMAT_VERSION, AtomicSaver, RngState, Value
+from e3relax.engine.evaluator import POOLED
+
+__all__ = ["SELECT_METRIC", "attach_ema", "attach_plateau", "attach_early_stopping", "attach_checkpoints",
+           "attach_nan_guard", "StepTimer", "selection_score"]
+
+log = logging.getLogger(__name__)
+
+#: the validation metric that drives LR decay, early stopping and the best checkpoint
+SELECT_METRIC = POOLED
+
+
+def selection_score(engine: Engine) -> float:
+    """Higher is better: minus the pooled validation coordinate MAE of the EMA model."""
+    return -float(engine.state.metrics[SELECT_METRIC])
+
+
+def attach_ema(trainer: Engine, model: torch.nn.Module, cfg: Mapping[str, Any]) -> EMAHandler:
+    """Ignite's ``EMAHandler`` updated every step: ``shadow <- (1 - m_t) shadow + m_t theta``.
+
+    ``m_t = 1 - decay`` without warmup. With warmup ``m_t = max(1 - decay, (o - 1) / (o + t))``
+    at iteration t (o = ``warmup_offset``): early on the average spans the last ~t/(o-1) steps
+    instead of being dominated by the initial weights. ``m_t`` is a function of the iteration
+    only, so a resumed run continues the same schedule.
+    """
+    momentum = 1.0 - float(cfg["decay"])
+    ema = EMAHandler(model, momentum=momentum, handle_buffers="copy")
+    if cfg.get("warmup", True):
+        offset = float(cfg.get("warmup_offset", 10.0))
+
+        @trainer.on(Events.ITERATION_COMPLETED)
+        def _ema_momentum(engine: Engine) -> None:  # registered before the EMA update
+            engine.state.ema_momentum = max(momentum, (offset - 1.0) / (offset + engine.state.iteration))
+
+    ema.attach(trainer, name="ema_momentum", warn_if_exists=False)
+    return ema
+
+
+def attach_plateau(evaluator: Engine, optimizer: torch.optim.Optimizer,
+                   cfg: Mapping[str, Any]) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """``ReduceLROnPlateau`` stepped after every evaluation on the EMA model's validation coordinate MAE."""
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=float(cfg["plateau_factor"]), patience=int(cfg["plateau_patience"]),
+        min_lr=float(cfg["min_lr"]))
+
+    @evaluator.on(Events.COMPLETED)
+    def _step(engine: Engine) -> None:
+        scheduler.step(float(engine.state.metrics[SELECT_METRIC]))
+
+    return scheduler
+
+
+def attach_early_stopping(evaluator: Engine, trainer: Engine, patience: int | None) -> EarlyStopping | None:
+    """Stop the trainer after ``patience`` evaluations without a better validation coordinate MAE."""
+    if not patience:
+        return None
+    handler = EarlyStopping(patience=int(patience), score_function=selection_score, trainer=trainer)
+    evaluator.add_event_handler(Events.COMPLETED, handler)
+    return handler
+
+
+def attach_checkpoints(trainer: Engine, evaluator: Engine, run_dir: Path, config: Mapping[str, Any],
+                       objects: Mapping[str, Any], every: int | None) -> tuple[Checkpoint, dict[str, Any]]:
+    """Best (by validation coordinate MAE) and last (full state) checkpoints, rank 0, written atomically.
+
+    ``checkpoints/best.pt`` holds the config and the raw and EMA weights of the best evaluation;
+    ``checkpoints/last.pt`` holds everything an exact resume needs: model, EMA model, optimizer,
+    scheduler, trainer and early-stopping state, the best checkpoint's bookkeeping and every RNG.
+
+    Args:
+        objects: model, ema_model, optimizer, scheduler, trainer, ... (anything with state_dict).
+        every: also save last.pt every this many iterations (None: after each evaluation only).
+
+    Returns:
+        (best checkpointer, the full to_save mapping used for last.pt and for resuming).
+    """
+    saver = AtomicSaver(run_dir / "checkpoints")
+    meta = {"format_version": Value(FORMAT_VERSION), "config": Value(dict(config))}
+    best = Checkpoint({**meta, "model": objects["model"], "ema_model": objects["ema_model"]}, saver,
+                      filename_pattern="best.{ext}", score_function=selection_score, score_name="val_coord_mae",
+                      n_saved=1, global_step_transform=global_step_from_engine(trainer))
+    evaluator.add_event_handler(Events.COMPLETED, best)
+    full = {**meta, **objects, "best_checkpointer": best, "rng": RngState()}
+    last = Checkpoint(full, AtomicSaver(run_dir / "checkpoints"), filename_pattern="last.{ext}", n_saved=1)
+    events = Events.EPOCH_COMPLETED | Events.COMPLETED
+    if every:
+        events = events | Events.ITERATION_COMPLETED(every=int(every))
+    trainer.add_event_handler(events, last)
+    return best, full
+
+
+def attach_nan_guard(trainer: Engine) -> None:
+    """Stop training (and keep the last good checkpoint) when the loss becomes NaN or infinite."""
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan(output_transform=lambda out: out["loss"]))
+
+
+class StepTimer:
+    """Measures, over windows of ``every`` iterations, structures per second and the share of step
+    time spent waiting for the data loader; stored as ``trainer.state.throughput`` and
+    ``trainer.state.data_wait_share`` (and accumulated over the run in :attr:`totals`).
+    """
+
+    def __init__(self, every: int) -> None:
+        self.every = max(1, int(every))
+        self.totals = {"data": 0.0, "step": 0.0, "structures": 0}
+        self._reset()
+
+    def _reset(self) -> None:
+        self._data = self._step = 0.0
+        self._structures = 0
+
+    def attach(self, trainer: Engine) -> "StepTimer":
+        trainer.state.throughput = float("nan")
+        trainer.state.data_wait_share = float("nan")
+        trainer.add_event_handler(Events.GET_BATCH_STARTED, self._batch_started)
+        trainer.add_event_handler(Events.GET_BATCH_COMPLETED, self._batch_completed)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
+        return self
+
+    def _batch_started(self, engine: Engine) -> None:
+        self._t0 = time.perf_counter()
+
+    def _batch_completed(self, engine: Engine) -> None:
+        self._t1 = time.perf_counter()
+        self._data += self._t1 - self._t0
+
+    def _iteration_completed(self, engine: Engine) -> None:
+        if not hasattr(self, "_t1"):
+            return
+        self._step += time.perf_counter() - self._t1
+        self._structures += int(engine.state.output.get("num_structures", 0))
+        if engine.state.iteration % self.every == 0:
+            total = self._data + self._step
+            engine.state.throughput = self._structures / total if total > 0 else float("nan")
+            engine.state.data_wait_share = self._data / total if total > 0 else float("nan")
+            self.totals["data"] += self._data
+            self.totals["step"] += self._step
+            self.totals["structures"] += self._structures
+            self._reset()

@@ -1,0 +1,241 @@
+"""Training run assembled from Ignite pieces, shaped like Ignite's cifar10 example.
+
+:func:`train` is the entry point (``e3relax train`` calls it): it launches :func:`training` through
+``idist.Parallel`` on one process, several local processes (``nproc_per_node``) or under torchrun.
+:func:`training` builds data, model, optimizer and loss, the trainer and evaluator engines and their
+handlers, optionally restores the last checkpoint of the run folder, and runs.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
+
+from e3relax.engine.checkpoint import load_checkpoint, model_weights
+from e3relax.engine.config import save_config
+from e3relax.engine.data import build_dataset, eval_loader, prepare_batch, train_loader
+from e3relax.engine.evaluator import create_evaluator
+from e3relax.metrics import MAE_POS, MAE_VOL, POOLED_MAE_POS, SHAPE_DEV
+from e3relax.engine.handlers import (StepTimer, attach_checkpoints, attach_early_stopping, attach_ema,
+                                     attach_nan_guard, attach_plateau)
+
+__all__ = ["train", "training", "create_trainer", "resolve_device", "resolve_dtype", "seed_everything"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(spec: str | None) -> torch.device:
+    """``auto`` -> this process's CUDA device when CUDA is available, else CPU; otherwise as given."""
+    if spec in (None, "auto"):
+        return idist.device() if idist.get_world_size() > 1 else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cuda" and idist.get_world_size() > 1:
+        return idist.device()
+    return torch.device(spec)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def create_trainer(model: torch.nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer,
+                   device: torch.device, dtype: torch.dtype, grad_clip: float | None = None,
+                   amp: str | None = None, scaler: Any = None) -> Engine:
+    """Trainer engine: one optimiser step per batch on the layer-wise loss, with gradient clipping.
+
+    The step output is a dict of floats: ``loss``, each per-layer term (``pos/0``, ``cell/0``, ...),
+    ``grad_norm`` (before clipping) and ``num_structures``.
+    """
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "", None)
+    use_amp = amp_dtype is not None and device.type == "cuda"
+    max_norm = float(grad_clip) if grad_clip else math.inf
+
+    def step(engine: Engine, batch: Any) -> dict[str, float]:
+        model.train()
+        batch = prepare_batch(batch, device, dtype)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=use_amp):
+            out = model(batch)
+            total, terms = loss_fn(out, batch)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(total).backward()
+            scaler.unscale_(optimizer)
+        else:
+            total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        result = {"loss": float(total.detach()), "grad_norm": float(grad_norm)}
+        result.update({k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()})
+        result["num_structures"] = int(batch.num_graphs)
+        return result
+
+    return Engine(step)
+
+
+def _build_model(config: Mapping[str, Any], device: torch.device, dtype: torch.dtype, resume: bool):
+    from e3relax.registry import MODELS
+
+    model = MODELS.build(config["model"]).to(device=device, dtype=dtype)
+    if config.get("init_from") and not resume:
+        ckpt = load_checkpoint(config["init_from"])
+        model.load_state_dict(model_weights(ckpt, config["init_weights"]))
+        log.info("initialised %s weights from %s", config["init_weights"], config["init_from"])
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"model '{config['model']['name']}' has no trainable parameters; nothing to train")
+    return idist.auto_model(model)
+
+
+def _build_optimizer(model: torch.nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]),
+                            amsgrad=bool(cfg["amsgrad"]), betas=tuple(float(b) for b in cfg["betas"]))
+    return idist.auto_optim(opt)
+
+
+def _run_hooks(config: Mapping[str, Any], trainer: Engine, evaluator: Engine, context: dict) -> None:
+    for path in config.get("hooks") or []:
+        module, _, attr = str(path).rpartition(".")
+        if not module:
+            raise ValueError(f"hook '{path}' must be a dotted path pkg.module.function")
+        getattr(importlib.import_module(module), attr)(trainer, evaluator, context)
+
+
+def _attach_logging(trainer: Engine, evaluator: Engine, optimizer, config: Mapping[str, Any], run_dir: Path):
+    """Rank-0 only: TensorBoard, progress bar and a log line per evaluation."""
+    tb = None
+    if config["log"]["tensorboard"]:
+        from e3relax.engine.tensorboard import setup_tensorboard
+
+        tb = setup_tensorboard(run_dir / "tb", trainer, evaluator, optimizer, config)
+    if config["log"]["progress_bar"]:
+        from ignite.handlers import ProgressBar
+
+        ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
+
+    @evaluator.on(Events.COMPLETED)
+    def _log(engine: Engine) -> None:
+        m = engine.state.metrics
+        log.info("iteration %d: val coord MAE %.4f (Dummy %.4f), pooled %.4f, shape %.4f, volume %.4f",
+                 trainer.state.iteration, m[MAE_POS], m["dummy/" + MAE_POS], m[POOLED_MAE_POS],
+                 m[SHAPE_DEV], m[MAE_VOL])
+    return tb
+
+
+def _datasets(config: Mapping[str, Any], datasets: Mapping[str, Any] | None):
+    datasets = dict(datasets or {})
+    train_ds = build_dataset(datasets.get("train", config["data"]["train"]))
+    val_ds = build_dataset(datasets.get("val", config["data"]["val"]))
+    if train_ds is None:
+        raise ValueError("no training data: set data.train to an LMDB path")
+    return train_ds, val_ds
+
+
+def training(local_rank: int, config: dict[str, Any], resume: bool = False,
+             datasets: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One process of a training run (all ranks run this; rank 0 logs and saves).
+
+    Args:
+        local_rank: given by ``idist.Parallel``.
+        config: the resolved config (:func:`e3relax.engine.config.resolve_config`).
+        resume: restore ``run_dir/checkpoints/last.pt`` and continue.
+        datasets: optional in-memory datasets ``{"train": ..., "val": ...}`` overriding ``data.*``.
+
+    Returns:
+        a summary: final iteration, best validation score, timing totals.
+    """
+    rank, run_dir = idist.get_rank(), Path(config["run_dir"])
+    device, dtype = resolve_device(config["device"]), resolve_dtype(config["dtype"])
+    seed_everything(int(config["seed"]) + rank)
+    if rank == 0:
+        save_config(config, run_dir / "config.yaml")
+    data_cfg = config["data"]
+    train_ds, val_ds = _datasets(config, datasets)
+    loader, sampler = train_loader(train_ds, int(data_cfg["batch_size"]), int(config["seed"]), int(data_cfg["num_workers"]))
+    model = _build_model(config, device, dtype, resume)
+    optimizer = _build_optimizer(model, config["optim"])
+    from e3relax.registry import LOSSES
+
+    loss_fn = LOSSES.build(config["loss"]).to(device)
+    scaler = torch.amp.GradScaler("cuda") if config["amp"] == "fp16" and device.type == "cuda" else None
+    trainer = create_trainer(model, loss_fn, optimizer, device, dtype, config["optim"]["grad_clip"], config["amp"], scaler)
+    timer = StepTimer(int(config["log"]["every"])).attach(trainer)
+    attach_nan_guard(trainer)
+    ema = attach_ema(trainer, model, config["ema"])
+    evaluator = create_evaluator(ema.ema_model, device, dtype, config["amp"])
+    objects: dict[str, Any] = {"model": model, "ema_model": ema.ema_model, "optimizer": optimizer, "trainer": trainer}
+    if val_ds is not None:
+        vloader = eval_loader(val_ds, int(data_cfg["val_batch_size"] or data_cfg["batch_size"]),
+                              int(data_cfg["num_workers"]), data_cfg["max_val_structures"])
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: evaluator.run(vloader))
+        objects["scheduler"] = attach_plateau(evaluator, optimizer, config["schedule"])
+        stopper = attach_early_stopping(evaluator, trainer, config["schedule"]["early_stop_patience"])
+        if stopper is not None:
+            objects["early_stopping"] = stopper
+    else:
+        log.warning("no validation data (data.val): no LR decay, early stopping or best checkpoint")
+    if scaler is not None:
+        objects["scaler"] = scaler
+    best, full = attach_checkpoints(trainer, evaluator, run_dir, config, objects, config["checkpoint"]["every"])
+    tb = _attach_logging(trainer, evaluator, optimizer, config, run_dir) if rank == 0 else None
+    _run_hooks(config, trainer, evaluator, {"model": model, "ema_model": ema.ema_model, "optimizer": optimizer,
+                                            "sampler": sampler, "config": config, "run_dir": run_dir})
+    sched = config["schedule"]
+    if resume:
+        Checkpoint.load_objects(full, load_checkpoint(run_dir))
+        if trainer.state.iteration >= int(sched["max_epochs"]) * int(sched["epoch_length"]):
+            log.info("run in %s already finished at iteration %d", run_dir, trainer.state.iteration)
+            return {"iteration": trainer.state.iteration, "finished": True}
+        log.info("resuming %s at iteration %d", run_dir, trainer.state.iteration)
+    sampler.start_batch = trainer.state.iteration
+    try:
+        trainer.run(loader, max_epochs=int(sched["max_epochs"]), epoch_length=int(sched["epoch_length"]))
+    finally:
+        if tb is not None:
+            tb.close()
+    saved = best.state_dict()["_saved"] if val_ds is not None else []
+    return {"iteration": trainer.state.iteration, "best_val_coord_mae": -saved[-1][0] if saved else None,
+            "timing": dict(timer.totals), "run_dir": str(run_dir)}
+
+
+def train(config: dict[str, Any], resume: bool = False, datasets: Mapping[str, Any] | None = None) -> dict | None:
+    """Run :func:`training` on one process, ``distributed.nproc_per_node`` local processes, or under torchrun.
+
+    Returns:
+        rank 0's summary when run in this process (single process), else None.
+    """
+    dist = config["distributed"]
+    nproc = int(dist["nproc_per_node"] or 1)
+    under_launcher = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    backend = None
+    if nproc > 1 or under_launcher:
+        backend = dist["backend"] or ("nccl" if torch.cuda.is_available() and config["device"] != "cpu" else "gloo")
+    kwargs: dict[str, Any] = {}
+    if nproc > 1:
+        kwargs["nproc_per_node"] = nproc
+        if dist["master_port"]:
+            kwargs["master_port"] = int(dist["master_port"])
+    if backend is None:
+        return training(0, config, resume, datasets)
+    with idist.Parallel(backend=backend, **kwargs) as parallel:
+        parallel.run(training, config, resume, datasets)
+    return None

@@ -1,0 +1,148 @@
+"""Training engine: a short seeded CPU run writes checkpoints and TensorBoard events, resumes exactly,
+fine-tunes from a checkpoint, and ``e3relax evaluate`` writes its report."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from ignite.engine import Events
+
+import test_engine_toy as toy
+from e3relax.engine.checkpoint import FORMAT_VERSION, load_checkpoint
+from e3relax.engine.trainer import train
+
+TRAIN = toy.make_dataset(12)
+VAL = toy.make_dataset(6, start=100)
+DATA = {"train": TRAIN, "val": VAL}
+
+STOP_AT = 6  # interrupt inside the second "epoch" (epoch_length 4)
+
+
+def stop_early(trainer, evaluator, context):
+    """Hook: interrupt the run at iteration STOP_AT (as a crash or a Ctrl-C would)."""
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=STOP_AT), lambda engine: engine.terminate())
+
+
+SEEN: dict = {}
+
+
+def record_start(trainer, evaluator, context):
+    """Hook: keep the iteration and the weights the model has when training starts."""
+    def keep(engine):
+        SEEN["iteration"] = engine.state.iteration
+        SEEN["weights"] = {k: v.clone() for k, v in context["model"].state_dict().items()}
+    trainer.add_event_handler(Events.STARTED, keep)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """An uninterrupted 12-iteration run (3 evaluations), with TensorBoard figures."""
+    run_dir = tmp_path_factory.mktemp("full")
+    summary = train(toy.toy_config(run_dir), datasets=DATA)
+    return run_dir, summary
+
+
+def _weights(run_dir, key):
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")[key]
+
+
+def test_run_writes_config_and_checkpoints(full_run):
+    run_dir, summary = full_run
+    assert summary["iteration"] == 12
+    assert (run_dir / "config.yaml").exists()
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(run_dir / "checkpoints" / name, map_location="cpu", weights_only=True)
+        assert ckpt["format_version"] == FORMAT_VERSION
+        assert ckpt["config"]["model"] == toy.MODEL_SPEC
+        assert set(ckpt["ema_model"]) == set(ckpt["model"])
+    last = load_checkpoint(run_dir)
+    assert {"optimizer", "scheduler", "trainer", "early_stopping", "rng", "best_checkpointer"} <= set(last)
+    assert last["trainer"]["iteration"] == 12
+    assert isinstance(last["rng"]["torch"], torch.Tensor)
+    # EMA differs from the raw weights but both moved away from each other only slightly
+    w, e = last["model"]["embed.weight"], last["ema_model"]["embed.weight"]
+    assert not torch.equal(w, e)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    # validation improved over the toy run and beats the Dummy baseline reference
+    assert summary["best_val_coord_mae"] < 0.0986
+
+
+def test_resume_is_exact(full_run, tmp_path):
+    ref_dir, _ = full_run
+    cfg = toy.toy_config(tmp_path, hooks=["test_engine.stop_early"])
+    out = train(cfg, datasets=DATA)
+    assert out["iteration"] == STOP_AT
+    assert load_checkpoint(tmp_path)["trainer"]["iteration"] == STOP_AT
+    cfg["hooks"] = ["test_engine.record_start"]
+    resumed = train(cfg, resume=True, datasets=DATA)
+    assert resumed["iteration"] == 12
+    assert SEEN["iteration"] == STOP_AT  # it continued, it did not start over
+    for key in ("model", "ema_model"):
+        ref, got = _weights(ref_dir, key), _weights(tmp_path, key)
+        for name in ref:
+            assert torch.equal(ref[name], got[name]), f"{key}.{name} differs after resume"
+    ref_opt, got_opt = _weights(ref_dir, "optimizer"), _weights(tmp_path, "optimizer")
+    assert ref_opt["param_groups"][0]["lr"] == got_opt["param_groups"][0]["lr"]
+    assert _weights(ref_dir, "scheduler") == _weights(tmp_path, "scheduler")
+    # a finished run resumes to nothing
+    assert train(cfg, resume=True, datasets=DATA)["finished"] is True
+
+
+def test_tensorboard_tags(full_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = full_run
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    scalars, images = set(acc.Tags()["scalars"]), set(acc.Tags()["images"])
+    expected = {"train/loss", "train/pos/0", "train/pos/1", "train/cell/0", "train/cell/1", "train/grad_norm",
+                "train/lr/group_0", "train/throughput", "train/data_wait_share", "train/ema_momentum",
+                "val/mae_pos", "val/shape_dev", "val/mae_vol", "val/pooled_mae_pos",
+                "val/dummy/mae_pos", "val/dummy/shape_dev", "val/dummy/mae_vol"}
+    assert expected <= scalars, sorted(expected - scalars)
+    assert {"val/coord_error_distribution", "val/lattice_parity"} <= images
+    assert len(acc.Scalars("val/mae_pos")) == 3
+    assert [e.step for e in acc.Scalars("val/mae_pos")] == [4, 8, 12]
+    assert "hparams" in acc.PluginTagToContent("hparams") or acc.PluginTagToContent("hparams")
+
+
+def test_init_from_uses_ema_weights(full_run, tmp_path):
+    ref_dir, _ = full_run
+    best = ref_dir / "checkpoints" / "best.pt"
+    cfg = toy.toy_config(tmp_path, init_from=str(best), hooks=["test_engine.record_start"],
+                         schedule={"max_epochs": 1}, log={"tensorboard": False})
+    SEEN.clear()
+    train(cfg, datasets=DATA)
+    ckpt = load_checkpoint(best)
+    assert SEEN["iteration"] == 0
+    assert all(torch.equal(SEEN["weights"][k], ckpt["ema_model"][k]) for k in ckpt["ema_model"])
+    assert not all(torch.equal(SEEN["weights"][k], ckpt["model"][k]) for k in ckpt["model"])
+
+
+def test_nan_loss_stops_training(tmp_path):
+    cfg = toy.toy_config(tmp_path, optim={"lr": 1e30, "grad_clip": None}, log={"tensorboard": False})
+    out = train(cfg, datasets=DATA)
+    assert out["iteration"] < 12
+
+
+def test_evaluate_cli_writes_report(full_run, tmp_path):
+    from e3relax.cli.main import main
+
+    run_dir, _ = full_run
+    lmdb = toy.write_lmdb(tmp_path / "val.lmdb", range(100, 106))
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--data", str(lmdb),
+                 "--out", str(out), "--device", "cpu", "--batch-size", "4"]) == 0
+    with (out / "per_structure.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6
+    assert {"id", "natoms", "mae_pos", "shape_dev", "mae_vol", "dummy_mae_pos", "dummy_mae_vol"} <= set(rows[0])
+    summary = json.loads((out / "summary.json").read_text())
+    mean = sum(float(r["mae_pos"]) for r in rows) / 6
+    assert summary["model"]["mae_pos"] == pytest.approx(mean, rel=1e-5)
+    dummy = sum(float(r["dummy_mae_pos"]) for r in rows) / 6
+    assert summary["dummy"]["mae_pos"] == pytest.approx(dummy, rel=1e-5)
+    table = (out / "summary.md").read_text()
+    assert "| mae_pos | Å |" in table and "Dummy" in table
