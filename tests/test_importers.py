@@ -189,3 +189,137 @@ def test_custom_bad_csv_column(tmp_path):
     (tmp_path / "train.csv").write_text("id\nx\n")
     with pytest.raises(ValueError, match="no 'atoms_id' column"):
         IMPORTERS.get("custom")(tmp_path)
+
+
+# ------------------------------------------------------------------ legacy LMDBs (pickled PyG Data)
+def _write_legacy_lmdb(path, records):
+    import lmdb
+
+    env = lmdb.open(str(path), subdir=False, map_size=1 << 24, meminit=False)
+    with env.begin(write=True) as txn:
+        for i, rec in enumerate(records):
+            txn.put(f"{i}".encode("ascii"), rec if isinstance(rec, bytes) else pickle.dumps(rec, protocol=-1))
+        txn.put(b"length", pickle.dumps(len(records), protocol=-1))
+    env.sync()
+    env.close()
+
+
+def _e3relax_data(u, r, cif_id):
+    import torch
+    from torch_geometric.data import Data
+
+    return Data(cell_u=torch.tensor(u.cell.array, dtype=torch.float32).view(1, 3, 3),
+                pos_u=torch.tensor(u.positions, dtype=torch.float32),
+                cell_r=torch.tensor(r.cell.array, dtype=torch.float32).view(1, 3, 3),
+                pos_r=torch.tensor(r.positions, dtype=torch.float32),
+                x=torch.tensor(u.numbers, dtype=torch.float32), edge_index=torch.zeros(2, 0, dtype=torch.long),
+                cell_offsets=torch.zeros(0, 3), natoms=len(u), pbc=torch.tensor([True, True, True]),
+                cif_id=cif_id, y=-1.5)
+
+
+def test_legacy_lmdb_e3relax_and_oc22(tmp_path):
+    import torch
+    from torch_geometric.data import Data
+
+    (tmp_path / "train_E3Relax").mkdir()
+    (tmp_path / "val_id_E3Relax").mkdir()
+    pairs = [make_pair(k) for k in range(3)]
+    _write_legacy_lmdb(tmp_path / "train_E3Relax" / "data.0000.lmdb",
+                       [_e3relax_data(u, r, f"mp-{k}_relaxed") for k, (u, r) in enumerate(pairs[:2])])
+    _write_legacy_lmdb(tmp_path / "train_E3Relax" / "data.0001.lmdb",
+                       [_e3relax_data(*pairs[2], "mp-2_relaxed"), b"\x80garbage", {"foo": 1}])
+    u, r = make_pair(7, n_rep=2)
+    oc22 = Data(pos=torch.tensor(u.positions), cell=torch.tensor(u.cell.array).view(1, 3, 3),
+                atomic_numbers=torch.tensor(u.numbers, dtype=torch.float32), tags=torch.tensor([0, 1, 1, 2]),
+                fixed=torch.tensor([1, 0, 0, 0]), pos_relaxed=torch.tensor(r.positions), sid=1234,
+                natoms=4, y_relaxed=-10.0)
+    _write_legacy_lmdb(tmp_path / "val_id_E3Relax" / "data.0000.lmdb", [oc22])
+
+    with pytest.raises(PermissionError) as info:
+        IMPORTERS.get("legacy_lmdb")(tmp_path)
+    assert str(info.value) == (
+        f"LegacyLmdbImporter: reading '{tmp_path}' means unpickling Python objects, which can run arbitrary "
+        "code. Pass --trust-pickle (trust_pickle=True) only for files from a source you trust.")
+
+    got, skipped = items(IMPORTERS.get("legacy_lmdb")(tmp_path, trust_pickle=True))
+    assert sorted(got) == ["1234", "mp-0_relaxed", "mp-1_relaxed", "mp-2_relaxed"]
+    for k in range(3):
+        p = got[f"mp-{k}_relaxed"]
+        assert p.split == "train" and p.energy == pytest.approx(-1.5)
+        assert_same(p.unrelaxed, pairs[k][0], atol=1e-5)
+        assert_same(p.relaxed, pairs[k][1], atol=1e-5)
+    slab = got["1234"]
+    assert slab.split == "val" and slab.energy is None
+    np.testing.assert_allclose(slab.relaxed.cell.array, u.cell.array)          # fixed cell
+    np.testing.assert_allclose(slab.relaxed.positions, r.positions)
+    assert list(slab.unrelaxed.get_tags()) == [0, 1, 1, 2]
+    assert list(slab.relaxed.constraints[0].get_indices()) == [0]
+    assert {s.code for s in skipped.values()} == {"unreadable"} and len(skipped) == 2
+    assert any("neither pos_u/pos_r nor pos/pos_relaxed" in s.reason for s in skipped.values())
+
+
+def test_legacy_lmdb_single_file(tmp_path):
+    u, r = make_pair(1)
+    _write_legacy_lmdb(tmp_path / "one.lmdb", [_e3relax_data(u, r, "x")])
+    got, _ = items(IMPORTERS.get("legacy_lmdb")(tmp_path / "one.lmdb", trust_pickle=True))
+    assert list(got) == ["x"] and got["x"].split is None
+
+
+# ------------------------------------------------------------------ extxyz
+def _tagged(atoms, **info):
+    atoms = atoms.copy()
+    atoms.info.update(info)
+    return atoms
+
+
+def test_extxyz_alternating_pair_file(tmp_path):
+    pairs = [make_pair(k, n_rep=2) for k in range(3)]
+    frames = [f for u, r in pairs for f in (u, r)] + [pairs[0][0]]   # odd frame count: last has no partner
+    write(tmp_path / "pairs.extxyz", frames, format="extxyz")
+    got, skipped = items(IMPORTERS.get("extxyz")(tmp_path / "pairs.extxyz"))
+    assert sorted(got) == ["pairs:0", "pairs:1", "pairs:2"]
+    assert_same(got["pairs:2"].relaxed, pairs[2][1], atol=1e-6)
+    assert skipped["pairs:3"].code == "missing_partner"
+
+
+def test_extxyz_roles_ids_gzip_energy_split(tmp_path):
+    u0, r0 = make_pair(0)
+    u1, r1 = make_pair(1)
+    frames = [_tagged(r1, id="b", role="relaxed", energy_per_atom=-2.5), _tagged(u0, id="a", role="unrelaxed", split="val"),
+              _tagged(u1, id="b", role="unrelaxed"), _tagged(r0, id="a", role="relaxed"),
+              _tagged(u1, id="c", role="unrelaxed")]
+    write(tmp_path / "p.extxyz", frames, format="extxyz")
+    with open(tmp_path / "p.extxyz", "rb") as src, gzip.open(tmp_path / "p.extxyz.gz", "wb") as dst:
+        dst.write(src.read())
+    got, skipped = items(IMPORTERS.get("extxyz")(tmp_path / "p.extxyz.gz"))
+    assert sorted(got) == ["a", "b"] and got["b"].energy == -2.5 and got["a"].split == "val"
+    assert_same(got["a"].relaxed, r0, atol=1e-6)
+    assert skipped["c"].code == "missing_partner" and "no relaxed frame" in skipped["c"].reason
+
+
+def test_extxyz_two_files_and_trajectories(tmp_path):
+    pairs = [make_pair(k) for k in range(3)]
+    two = tmp_path / "two"
+    two.mkdir()
+    write(two / "unrelaxed.extxyz", [u for u, _ in pairs], format="extxyz")
+    write(two / "relaxed.extxyz", [r for _, r in pairs[:2]], format="extxyz")
+    got, skipped = items(IMPORTERS.get("extxyz")(two))
+    assert sorted(got) == ["0", "1"] and skipped["2"].code == "missing_partner"
+    assert_same(got["1"].unrelaxed, pairs[1][0], atol=1e-6)
+
+    traj = tmp_path / "traj"
+    traj.mkdir()
+    for k, (u, r) in enumerate(pairs):
+        mid = u.copy()
+        mid.positions = 0.5 * (u.positions + r.positions)
+        write(traj / f"s{k}.extxyz", [u, mid, r] if k else [u], format="extxyz")
+    (traj / "bad.extxyz").write_text("3\nnot extxyz\nH 0 0\n")
+    got, skipped = items(IMPORTERS.get("extxyz")(traj))
+    assert sorted(got) == ["s1", "s2"] and len(got["s2"].trajectory) == 3
+    assert_same(got["s2"].relaxed, pairs[2][1], atol=1e-6)
+    assert skipped["s0"].code == "missing_partner" and skipped["bad"].code == "unreadable"
+
+
+def test_extxyz_unknown_mode(tmp_path):
+    with pytest.raises(ValueError, match="unknown mode 'pair'"):
+        IMPORTERS.get("extxyz")(tmp_path, mode="pair")

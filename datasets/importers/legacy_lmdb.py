@@ -15,7 +15,8 @@ Record kinds, told apart by their fields:
 
 ``src`` may be one ``.lmdb`` file, a folder of them, or a dataset root with split folders such as
 ``train_E3Relax/``, ``val_EquiRelax/``, ``test_DeepRelax/``, ``val_id_E3Relax/``: the split is the
-folder name before the first ``_<Model>`` suffix (``val_id`` and ``val_ood`` map to ``val``).
+folder name before its ``_<Name>Relax`` suffix (``val_id`` and ``val_ood`` map to ``val``); other
+folder names give no split.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ __all__ = ["LegacyLmdbImporter", "record_fields"]
 
 logger = logging.getLogger(__name__)
 
-_SPLIT_DIR = re.compile(r"^(train|val|test|val_id|val_ood|test_id|test_ood)(_.*)?$")
+_SPLIT_DIR = re.compile(r"^(train|val|test|val_id|val_ood|test_id|test_ood)(_[A-Za-z0-9]*relax)?$", re.IGNORECASE)
 _SKIP_KEYS = {b"length", b"metadata"}
 
 
@@ -148,5 +149,5 @@ def _split_of(folder: str) -> str | None:
     m = _SPLIT_DIR.match(folder)
     if not m:
         return None
-    name = m.group(1)
+    name = m.group(1).lower()
     return "val" if name.startswith("val") else "test" if name.startswith("test") else "train"
