@@ -27,7 +27,7 @@ __all__ = [
     "MAE_POS", "MAE_POS_MASKED", "SHAPE_DEV", "MAE_VOL", "LENGTH_ERR", "ANGLE_ERR", "POOLED_MAE_POS",
     "PAPER_METRICS", "MatcherSettings", "STRICT", "LOOSE",
     "lattice_parameters", "structure_metrics", "pooled_coord_mae", "dummy_metrics", "batch_metrics",
-    "match_metrics", "space_group_number", "summarize", "MetricAccumulator",
+    "match_metrics", "space_group_number", "summarize", "MetricAccumulator", "structures_from_batch",
 ]
 
 MAE_POS = "mae_pos"                 #: per-structure coordinate MAE (A)
@@ -257,6 +257,23 @@ def match_metrics(
     sp = np.array([space_group_number(s, symprec) for s in preds], dtype=np.int64)
     sr = np.array([space_group_number(s, symprec) for s in refs], dtype=np.int64)
     out["spg_pred"], out["spg_ref"], out["spg_match"] = sp, sr, (sp == sr) & (sr > 0)
+    return out
+
+
+def structures_from_batch(pos: torch.Tensor, cell: torch.Tensor, z: torch.Tensor, batch: torch.Tensor,
+                          pbc: torch.Tensor | None = None) -> list:
+    """Split batched tensors into one ``ase.Atoms`` per structure (for :func:`match_metrics`).
+
+    Shapes: pos [N, 3], cell [B, 3, 3], z [N], batch [N], pbc [B, 3] (default all periodic).
+    """
+    from e3relax.structures import arrays_to_atoms
+
+    pos, cell, z, batch = (t.detach().cpu() for t in (pos, cell, z, batch))
+    out = []
+    for b in range(cell.shape[0]):
+        sel = batch == b
+        per = pbc[b].tolist() if pbc is not None else (True, True, True)
+        out.append(arrays_to_atoms(pos[sel].double().numpy(), cell[b].double().numpy(), z[sel].numpy(), per))
     return out
 
 

@@ -148,3 +148,15 @@ def test_match_accepts_pymatgen_structures():
               cell=[[0, 2.7, 2.7], [2.7, 0, 2.7], [2.7, 2.7, 0]], pbc=True)
     out = match_metrics([to_structure(a)], [a])
     assert out["match_strict"].tolist() == [True] and out["spg_pred"].tolist() == [227]
+
+
+def test_structures_from_batch_round_trip():
+    batch = _batch()
+    pos = batch[keys.POS_R].clone()
+    pos[2] = 1.75  # structure y: body-centred H2 in a 3.5 A cube
+    atoms = metrics.structures_from_batch(pos, batch[keys.CELL_R], batch[keys.Z], batch[keys.BATCH], batch[keys.PBC])
+    assert [len(a) for a in atoms] == [1, 2]
+    np.testing.assert_allclose(atoms[1].cell.array, 3.5 * np.eye(3))
+    np.testing.assert_allclose(atoms[1].positions, [[0, 0, 0], [1.75, 1.75, 1.75]])
+    out = match_metrics(atoms, atoms)
+    assert out["match_strict"].all() and out["spg_ref"].tolist() == [221, 229]
