@@ -127,8 +127,12 @@ class E3Relax(RelaxNet):
         else:
             layer = ["scalar_vector_message", "tanh_self_update", position]
             heads = {"cell": cell_head}
+        updates = ("position_update", "lattice_update")
+        inner = [b for b in layer if (b if isinstance(b, str) else b["name"]) not in updates]
+        # without refinement only the last layer moves atoms and cell: no unused update blocks
+        layers = None if progressive else [inner] * (num_layers - 1) + [layer]
         return dict(
-            hidden_channels=hidden_channels, num_layers=num_layers, num_rbf=num_rbf,
+            hidden_channels=hidden_channels, num_layers=num_layers, num_rbf=num_rbf, layers=layers,
             radial={"name": rbf, "cutoff": rbf_cutoff},
             embedding={"name": "atom_embedding", "num_elements": num_elements},
             lattice_embedding="lattice_node_embedding" if lattice_nodes else None,
