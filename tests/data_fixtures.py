@@ -13,10 +13,10 @@ import numpy as np
 from ase import Atoms
 from ase.io import write
 
-from e3relax.graph.base import GraphEdges
+from e3relax.graph.base import GraphBuilder, GraphEdges
 
 
-class AllPairsGraph:
+class AllPairsGraph(GraphBuilder):
     """Brute-force all-pairs graph within the home cell (used where no registered builder exists)."""
 
     def __call__(self, pos, cell, pbc=(True, True, True)) -> GraphEdges:
@@ -32,11 +32,15 @@ class AllPairsGraph:
         return {"name": "all_pairs_test"}
 
 
-def graph_spec():
-    """The registered default builder when present, else the brute-force test graph."""
+def graph_name() -> str:
+    """The registered default builder when present, else the brute-force test graph (dotted path)."""
     from e3relax.registry import GRAPHS
 
-    return {"name": "periodic_multi_edge"} if "periodic_multi_edge" in GRAPHS else AllPairsGraph()
+    return "periodic_multi_edge" if "periodic_multi_edge" in GRAPHS else "data_fixtures.AllPairsGraph"
+
+
+def graph_spec() -> dict:
+    return {"name": graph_name()}
 
 
 def random_atoms(rng: np.random.Generator, symbols: str = "NaCl", n: int | None = None) -> Atoms:
@@ -53,7 +57,8 @@ def random_atoms(rng: np.random.Generator, symbols: str = "NaCl", n: int | None 
 def relax_like(atoms: Atoms, rng: np.random.Generator, rotate_deg: float = 0.0) -> Atoms:
     """A 'relaxed' partner: strained cell, moved atoms, optionally rigidly rotated about z."""
     out = atoms.copy()
-    out.set_cell(atoms.cell.array @ (np.eye(3) + rng.uniform(-0.05, 0.05, (3, 3))), scale_atoms=True)
+    strain = rng.uniform(-0.05, 0.05, (3, 3))
+    out.set_cell(atoms.cell.array @ (np.eye(3) + (strain + strain.T) / 2), scale_atoms=True)  # no rotation
     out.positions += rng.normal(0, 0.05, out.positions.shape)
     if rotate_deg:
         out.rotate(rotate_deg, "z", rotate_cell=True)
