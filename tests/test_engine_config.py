@@ -72,3 +72,11 @@ def test_sampler_is_a_function_of_step_and_splits_ranks():
                                                                                          world_size=2)
     assert r0.batch(0) + r1.batch(0) == batches[0]
     assert not set(r0.batch(1)) & set(r1.batch(1))
+
+
+def test_model_configs_of_the_benchmarks_load(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("model: {name: e3relax}\noptim: {lr: 2.0e-4, clip_grad_norm: 20.0, ema: 0.99, batch_size: 8}\n")
+    cfg = resolve_config(load_config(path))
+    assert cfg["optim"]["grad_clip"] == 20.0 and cfg["optim"]["lr"] == 2e-4
+    assert cfg["ema"]["decay"] == 0.99 and cfg["data"]["batch_size"] == 8

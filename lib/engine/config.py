@@ -79,6 +79,10 @@ DEFAULTS: dict[str, Any] = {
 
 _FREE_FORM = ("model", "loss")
 
+#: keys written by the model configs of benchmarks/configs (reference-script names) -> run keys
+ALIASES = {"optim.clip_grad_norm": "optim.grad_clip", "optim.ema": "ema.decay",
+           "optim.batch_size": "data.batch_size"}
+
 
 class ConfigError(ValueError):
     """A configuration file, key or value is invalid; the message names it."""
@@ -189,9 +193,23 @@ def _check(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"'{name}' must be a mapping with a 'name' key, got {config[name]!r}")
 
 
+def _apply_aliases(user: Mapping[str, Any]) -> dict[str, Any]:
+    """Move reference-script key names (:data:`ALIASES`) to their run keys."""
+    out = copy.deepcopy(dict(user))
+    for old, new in ALIASES.items():
+        section, key = old.split(".")
+        if isinstance(out.get(section), Mapping) and key in out[section]:
+            value = out[section].pop(key)
+            new_section, new_key = new.split(".")
+            out.setdefault(new_section, {})
+            if new_key not in out[new_section]:
+                out[new_section][new_key] = value
+    return out
+
+
 def resolve_config(user: Mapping[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """Defaults <- user mapping <- overrides, validated. The result is what a run saves."""
-    config = merge(DEFAULTS, user or {}, strict=True)
+    """Defaults <- user mapping (aliases renamed) <- overrides, validated. The result is what a run saves."""
+    config = merge(DEFAULTS, _apply_aliases(user or {}), strict=True)
     config = apply_overrides(config, overrides)
     _check(config)
     return config

@@ -213,8 +213,11 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
         if tb is not None:
             tb.close()
     saved = best.state_dict()["_saved"] if val_ds is not None else []
+    t = timer.totals
+    busy = t["data"] + t["step"]
     return {"iteration": trainer.state.iteration, "best_val_coord_mae": -saved[-1][0] if saved else None,
-            "timing": dict(timer.totals), "run_dir": str(run_dir)}
+            "structures_per_s": t["structures"] / busy if busy else None,
+            "data_wait_share": t["data"] / busy if busy else None, "timing": dict(t), "run_dir": str(run_dir)}
 
 
 def train(config: dict[str, Any], resume: bool = False, datasets: Mapping[str, Any] | None = None) -> dict | None:
