@@ -93,7 +93,7 @@ class GotenNet(RelaxModel):
         return {"hidden_channels": 8, "num_layers": 2, "num_rbf": 8, "num_heads": 2, "attn_dropout": 0.0}
 
     def laws(self) -> SymmetryLaws:
-        return lattice_head_laws(self.lattice_spec)
+        return lattice_head_laws(self.lattice_spec, {"rotation": "20 A", "reflection": "9.5 A"})
 
     def forward(self, data) -> RelaxOutput:
         pos, cell_u = data[keys.POS_U], data[keys.CELL_U]

@@ -76,7 +76,7 @@ class HEGNN(RelaxModel):
                 "edge_basis": {"name": "expnorm_rbf", "num_rbf": 8, "cutoff": 6.0}}
 
     def laws(self) -> SymmetryLaws:
-        return lattice_head_laws(self.lattice_spec)
+        return lattice_head_laws(self.lattice_spec, {"rotation": "6.5 A", "reflection": "4.1 A"})
 
     def forward(self, data) -> RelaxOutput:
         pos, cell_u = data[keys.POS_U], data[keys.CELL_U]

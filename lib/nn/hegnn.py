@@ -1,5 +1,5 @@
 """HEGNN blocks: EGNN with high-degree steerable features and inner-product scalarisation
-(Cen, Li, Zhang, Chen, Rong, Huang, "Are High-Degree Representations Really Unnecessary in
+(Cen et al., "Are High-Degree Representations Really Unnecessary in
 Equivariant Graph Neural Networks?", NeurIPS 2024).
 
 Steerable node features ``chi: [N, (L+1)^2]`` hold one copy of each degree l = 0..L in e3nn order
