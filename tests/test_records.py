@@ -186,6 +186,24 @@ def test_structure_to_data_and_mixed_collate_error():
     assert batch[keys.EDGE_INDEX].max() == 5
 
 
+def test_with_the_registered_graph_builder():
+    from e3relax.registry import GRAPHS
+
+    if "periodic_multi_edge" not in GRAPHS:
+        pytest.skip("graph builder 'periodic_multi_edge' is not registered")
+    graph = GRAPHS.build({"name": "periodic_multi_edge", "cutoff": 3.5, "max_neighbors": 50})
+    data = [record_to_data(make_record(*make_pair(20 + s, n), f"g{s}", graph)[0], dtype=torch.float64)
+            for s, n in enumerate((2, 4))]
+    batch = collate(data)
+    vec, dist = edge_vectors(batch[keys.POS_U], batch[keys.CELL_U], batch[keys.EDGE_INDEX],
+                             batch[keys.CELL_OFFSETS], batch[keys.BATCH])
+    radius = batch[keys.EDGE_TYPE] == keys.EDGE_RADIUS
+    assert bool(radius.any()) and float(dist[radius].max()) <= 3.5 + 1e-9
+    single = [edge_vectors(d[keys.POS_U], d[keys.CELL_U], d[keys.EDGE_INDEX], d[keys.CELL_OFFSETS],
+                           torch.zeros(d.num_nodes, dtype=torch.long))[0] for d in data]
+    torch.testing.assert_close(vec, torch.cat(single))
+
+
 # --- real data (skipped where ../shared/data is absent) ------------------------------------------
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
