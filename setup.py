@@ -45,7 +45,7 @@ setup(
     packages=sorted(PACKAGE_DIR),
     package_dir=PACKAGE_DIR,
     package_data={
-        "e3relax.datasets": ["builtin/*.lmdb", "builtin/*.md", "builtin/*.json", "builtin/*.npz"],
+        "e3relax.datasets": ["builtin/*.lmdb", "builtin/*.md", "builtin/*.json", "builtin/*.npz", "builtin/*.gz"],
         "e3relax": ["pretrained/*.pt", "pretrained/*.md", "pretrained/*.json"],
     },
     include_package_data=True,
