@@ -171,3 +171,23 @@ def test_cli_convert_and_info(tmp_path, capsys):
     assert main(["data", "convert", "poscar_pairs", "--src", str(bad), "--out", str(tmp_path / "o2"), "--no-progress",
                  "--graph", graph_name()]) == 1
     assert main(["data", "convert", "poscar_pairz", "--src", str(bad), "--out", str(tmp_path / "o3")]) == 2
+
+
+def test_vasp_frames_from_species_sorted_stage_are_reordered():
+    from data_fixtures import random_atoms
+    from e3relax.datasets.importers.vasp_dirs import even_frames, match_order
+
+    rng = np.random.default_rng(5)
+    ref = random_atoms(rng, "SrNbH", n=6)
+    order = np.argsort(-ref.numbers, kind="stable")  # grouped by species, as a sorted POSCAR lists them
+    frames = [ref[order], ref[order]]
+    frames[1].positions += 0.1
+    back = match_order(ref, frames, "XDATCAR")
+    np.testing.assert_array_equal(back[0].numbers, ref.numbers)
+    np.testing.assert_allclose(back[0].positions, ref.positions)
+    np.testing.assert_allclose(back[1].positions, ref.positions + 0.1)
+    far = ref[order]
+    far.positions[0] += 2.5
+    with pytest.raises(ValueError, match="cannot match the atom order"):
+        match_order(ref, [far], "XDATCAR")
+    assert even_frames(9, 3) == [0, 4, 8] and even_frames(2, 4) == [0, 0, 1, 1] and even_frames(5, 1) == [4]

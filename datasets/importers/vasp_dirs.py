@@ -13,8 +13,10 @@ Layout (the Sr-Nb-H hydrides of Gibson et al. 2022, and most users' own runs)::
 The unrelaxed structure is the first file found among ``unrelaxed_names`` (default
 ``OG_POSCAR``, ``MP_inputs/OG_POSCAR``, ``MP_inputs/POSCAR``, ``POSCAR``); the relaxed one the
 first among ``relaxed_names`` (default ``CONTCAR``). With ``trajectory=True`` the frames of every
-XDATCAR in ``xdatcar_names`` (in order: first stage, then last) become trajectory targets,
-optionally sub-sampled to ``num_frames`` evenly spaced frames (first and last kept). A folder
+XDATCAR in ``xdatcar_names`` (default: the last stage's ``XDATCAR``; add ``MP_inputs/XDATCAR``
+first for both stages where the first stage used the same cell setting) become trajectory targets,
+optionally sub-sampled to ``num_frames`` evenly spaced frames (first and last kept); frames of a
+stage run from a species-sorted POSCAR are put back into the unrelaxed atom order. A folder
 missing either side is reported as ``missing_partner``; a file ASE cannot parse as ``unreadable``.
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ from e3relax.registry import IMPORTERS
 
 UNRELAXED_NAMES = ("OG_POSCAR", "MP_inputs/OG_POSCAR", "MP_inputs/POSCAR", "POSCAR")
 RELAXED_NAMES = ("CONTCAR",)
-XDATCAR_NAMES = ("MP_inputs/XDATCAR", "XDATCAR")
+XDATCAR_NAMES = ("XDATCAR",)
 _RUN_FILES = {"POSCAR", "OG_POSCAR", "CONTCAR", "XDATCAR", "MP_inputs"}
 
 
@@ -44,12 +46,13 @@ def _is_run(folder: Path) -> bool:
 
 
 def even_frames(num_total: int, num_frames: int | None) -> list[int]:
-    """Indices of ``num_frames`` evenly spaced frames out of ``num_total`` (first and last included)."""
-    if num_frames is None or num_frames >= num_total:
+    """Indices of exactly ``num_frames`` evenly spaced frames out of ``num_total`` (first and last
+    included; frames repeat when there are fewer), so every record has the same trajectory length."""
+    if num_frames is None:
         return list(range(num_total))
     if num_frames == 1:
         return [num_total - 1]
-    return sorted(set(np.round(np.linspace(0, num_total - 1, num_frames)).astype(int).tolist()))
+    return np.round(np.linspace(0, num_total - 1, num_frames)).astype(int).tolist()
 
 
 def read_xdatcar(path: Path) -> list:
@@ -63,6 +66,38 @@ def read_xdatcar(path: Path) -> list:
     if not frames:
         raise ValueError(f"{path}: XDATCAR has no frames")
     return frames
+
+
+def match_order(reference, frames: list, source: str, max_shift: float = 1.0) -> list:
+    """Frames re-ordered to the atom order of ``reference``.
+
+    A stage run from a species-sorted POSCAR (as pymatgen writes them) lists atoms grouped by
+    species: each atom of frame 0 is matched to the reference atom of the same species at the
+    nearest periodic image (optimal assignment per species), and every frame is permuted alike.
+
+    Raises:
+        ValueError: species counts differ, or a matched atom lies over ``max_shift`` A away.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    first = frames[0]
+    if np.array_equal(first.numbers, reference.numbers):
+        return frames
+    if sorted(first.numbers) != sorted(reference.numbers):
+        raise ValueError(f"{source}: frames hold {first.get_chemical_formula()}, the unrelaxed structure "
+                         f"{reference.get_chemical_formula()}")
+    fa, fb = reference.get_scaled_positions(), first.get_scaled_positions()
+    perm = np.empty(len(reference), dtype=int)
+    for z in np.unique(reference.numbers):
+        ia, ib = np.flatnonzero(reference.numbers == z), np.flatnonzero(first.numbers == z)
+        d = fb[ib][None, :, :] - fa[ia][:, None, :]
+        cost = np.linalg.norm((d - np.round(d)) @ reference.cell.array, axis=-1)
+        rows, cols = linear_sum_assignment(cost)
+        if cost[rows, cols].max() > max_shift:
+            raise ValueError(f"{source}: cannot match the atom order of the frames to the unrelaxed structure "
+                             f"(an atom would move {cost[rows, cols].max():.2f} A)")
+        perm[ia[rows]] = ib[cols]
+    return [f[perm] for f in frames]
 
 
 @IMPORTERS.register("vasp_dirs")
@@ -135,12 +170,16 @@ class VaspDirsImporter(Importer):
                 return Skipped(sid, f"{folder}: trajectory requested but no XDATCAR ({', '.join(self.xdatcar_names)})",
                                "missing_partner", str(folder))
             try:
-                frames = [f for p in paths for f in read_xdatcar(p)]
+                stages = [read_xdatcar(p) for p in paths]
             except ValueError as exc:
                 return Skipped(sid, str(exc), "unreadable", str(folder))
-            bad = [i for i, f in enumerate(frames) if len(f) != len(unrelaxed)]
-            if bad:
-                return Skipped(sid, f"{folder}: XDATCAR frame {bad[0]} has {len(frames[bad[0]])} atoms, "
-                               f"the unrelaxed structure {len(unrelaxed)}", "atom_count", str(folder))
+            for p, stage in zip(paths, stages):
+                if len(stage[0]) != len(unrelaxed):
+                    return Skipped(sid, f"{p}: {len(stage[0])} atoms, the unrelaxed structure {len(unrelaxed)}",
+                                   "atom_count", str(folder))
+            try:
+                frames = [f for p, stage in zip(paths, stages) for f in match_order(unrelaxed, stage, str(p))]
+            except ValueError as exc:
+                return Skipped(sid, str(exc), "species", str(folder))
             trajectory = [frames[i] for i in even_frames(len(frames), self.num_frames)]
         return RawPair(id=sid, unrelaxed=unrelaxed, relaxed=relaxed, trajectory=trajectory, source=str(folder))
