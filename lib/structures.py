@@ -45,7 +45,8 @@ class PairValidationError(ValueError):
     Attributes:
         sid: the structure id.
         code: machine-readable reason: ``atom_count``, ``species``, ``non_finite``,
-            ``degenerate_cell``, ``coincident``, ``element`` or ``handedness``.
+            ``degenerate_cell``, ``coincident``, ``element``, ``handedness``, ``type`` (not an
+            Atoms/Structure) or ``trajectory`` (malformed trajectory arrays).
         reason: human-readable explanation.
     """
 
