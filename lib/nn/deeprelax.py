@@ -82,17 +82,22 @@ class DistanceHead(nn.Module):
     Args:
         hidden_channels: F.
         edge_channels: K, width of the edge features.
+        mean_init: initial bias of the mean output (Angstrom). The reference starts at 0, where
+            the ReLU can be dead for every edge at small widths and never recover; a typical
+            interatomic distance keeps it active.
 
     Shapes:
         x: [N, F], edge_feat: [E, K], edge_index: [2, E]  ->  mu: [E], log_b: [E]
     """
 
-    def __init__(self, hidden_channels: int, edge_channels: int) -> None:
+    def __init__(self, hidden_channels: int, edge_channels: int, mean_init: float = 3.0) -> None:
         super().__init__()
         f = hidden_channels
         self.node = nn.Sequential(nn.Linear(f, f), ScaledSiLU())
         self.edge = nn.Sequential(nn.Linear(edge_channels, f), ScaledSiLU(), nn.Linear(f, f), ScaledSiLU())
         self.out = nn.Sequential(nn.Linear(3 * f, f), ScaledSiLU(), nn.Linear(f, f), ScaledSiLU(), nn.Linear(f, 2))
+        with torch.no_grad():
+            self.out[-1].bias[0] = mean_init
 
     def forward(self, x: torch.Tensor, edge_feat: torch.Tensor, edge_index: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
