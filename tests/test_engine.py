@@ -146,3 +146,22 @@ def test_evaluate_cli_writes_report(full_run, tmp_path):
     assert summary["dummy"]["mae_pos"] == pytest.approx(dummy, rel=1e-5)
     table = (out / "summary.md").read_text()
     assert "| mae_pos | Å |" in table and "Dummy" in table
+
+
+def test_train_cli_on_lmdb_then_resume(tmp_path):
+    from e3relax.cli.main import main
+
+    train_db = toy.write_lmdb(tmp_path / "train.lmdb", range(12))
+    val_db = toy.write_lmdb(tmp_path / "val.lmdb", range(100, 106))
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"model: {{name: engine_toy_model, hidden_channels: 8}}\nloss: {{name: engine_toy_loss}}\n"
+                   f"data: {{train: {train_db}, val: {val_db}, batch_size: 4}}\n"
+                   f"schedule: {{epoch_length: 3, max_epochs: 1}}\nlog: {{progress_bar: false, figures: false}}\n")
+    run_dir = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--run-dir", str(run_dir), "--device", "cpu", "optim.lr=1e-3"]) == 0
+    assert load_checkpoint(run_dir)["trainer"]["iteration"] == 3
+    assert main(["train", "--resume", str(run_dir), "schedule.max_epochs=2"]) == 0
+    last = load_checkpoint(run_dir)
+    assert last["trainer"]["iteration"] == 6
+    assert last["config"]["optim"]["lr"] == 1e-3 and last["config"]["schedule"]["max_epochs"] == 2
+    assert last["config"]["dtype"] == "float32" and last["model"]["embed.weight"].dtype == torch.float32

@@ -80,3 +80,13 @@ def test_model_configs_of_the_benchmarks_load(tmp_path):
     cfg = resolve_config(load_config(path))
     assert cfg["optim"]["grad_clip"] == 20.0 and cfg["optim"]["lr"] == 2e-4
     assert cfg["ema"]["decay"] == 0.99 and cfg["data"]["batch_size"] == 8
+
+
+def test_example_training_configs_resolve():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "configs").glob("train_*.yaml"))
+    assert len(configs) >= 3
+    for path in configs:
+        cfg = resolve_config(load_config(path))
+        assert cfg["model"]["name"] and cfg["data"]["train"], path
