@@ -31,7 +31,7 @@ from ase import Atoms
 
 from e3relax.datasets.prototypes import PROTOTYPES, build_prototype
 
-__all__ = ["GenerateConfig", "make_item", "generate", "read_journal", "write_pairs", "RELAXERS"]
+__all__ = ["GenerateConfig", "make_item", "generate", "read_journal", "write_pairs", "RELAXERS", "add_data_parser"]
 
 logger = logging.getLogger(__name__)
 
@@ -318,3 +318,14 @@ def _summary(cfg: GenerateConfig, records: list[dict], n_pairs: int, pairs_path:
         "last_run_wall_seconds": round(wall, 1),
         "last_run_workers": workers,
     }
+
+
+def add_data_parser(subparsers: Any) -> None:
+    """Register ``e3relax data generate`` (called by the ``data`` command)."""
+    from e3relax.cli.generate import add_generate_arguments, run_generate
+
+    p = subparsers.add_parser("generate", help="generate (unrelaxed, CHGNet-relaxed) pairs: the built-in dataset",
+                              description="Build strained, rattled prototype crystals and relax them with CHGNet "
+                                          "(FIRE + FrechetCellFilter), in parallel and resumably.")
+    add_generate_arguments(p)
+    p.set_defaults(func=run_generate)

@@ -79,7 +79,7 @@ class C2DBImporter(Importer):
         for name in ("unrelaxed.db", "relaxed.db"):
             if not (self.src / name).exists():
                 raise FileNotFoundError(f"c2db: '{self.src / name}' does not exist")
-        self.splits = dict(split_ids(self.src, "atoms_id", required=False))
+        self._splits = dict(split_ids(self.src, "atoms_id", required=False))
 
     def _read(self, name: str, unrelaxed: bool) -> tuple[dict[str, Any], list[Skipped]]:
         from ase.db import connect
@@ -112,7 +112,7 @@ class C2DBImporter(Importer):
             if len(atoms_u) < self.min_atoms:
                 yield Skipped(rid, f"{len(atoms_u)} atoms < min_atoms={self.min_atoms}", "too_small", str(self.src))
                 continue
-            yield RawPair(rid, atoms_u, rel[rid], split=self.splits.get(rid), source=str(self.src))
+            yield RawPair(rid, atoms_u, rel[rid], split=self._splits.get(rid), source=str(self.src))
         for rid in rel:
             if rid not in unrel and rid not in bad_ids:
                 yield Skipped(rid, f"no row with id '{rid}' in {self.src / 'unrelaxed.db'}", "missing_partner", str(self.src))

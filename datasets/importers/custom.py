@@ -36,13 +36,13 @@ class CustomImporter(Importer):
                  unlabelled_splits: tuple[str, ...] = ("test",)) -> None:
         super().__init__(src, trust_pickle=trust_pickle)
         self.unlabelled_splits = tuple(unlabelled_splits)
-        self.entries = split_ids(self.src, id_column)
+        self._entries = split_ids(self.src, id_column)
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self._entries)
 
     def __iter__(self) -> Iterator[Item]:
         cif = self.src / "CIF"
-        for item_id, split in self.entries:
+        for item_id, split in self._entries:
             yield file_pair(item_id, cif / f"{item_id}_unrelaxed.cif", cif / f"{item_id}_relaxed.cif",
                             split=split, relaxed_optional=split in self.unlabelled_splits)

@@ -213,7 +213,8 @@ class BuiltinImporter(ExtxyzImporter):
     """The dataset shipped with the package (CHGNet-relaxed, not DFT), with a seeded 8:1:1 split.
 
     Args:
-        src: defaults to the shipped file (:func:`e3relax.datasets.builtin.path`).
+        src: the shipped file (:func:`e3relax.datasets.builtin.path`) when None, ``"builtin"`` or
+            ``"-"``; else another pair file of the same kind.
         trust_pickle: unused.
         seed: seed of the split permutation over the sorted ids.
         ratios: train/val/test fractions.
@@ -223,7 +224,9 @@ class BuiltinImporter(ExtxyzImporter):
                  ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> None:
         from e3relax.datasets.builtin import path as builtin_path
 
-        super().__init__(src if src is not None else builtin_path(), trust_pickle=trust_pickle, mode="pairs")
+        if src is None or str(src) in ("", "-", "builtin"):
+            src = builtin_path()
+        super().__init__(src, trust_pickle=trust_pickle, mode="pairs")
         self.seed, self.ratios = seed, tuple(ratios)
 
     def __iter__(self) -> Iterator[Item]:

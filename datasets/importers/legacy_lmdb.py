@@ -105,8 +105,8 @@ class LegacyLmdbImporter(Importer):
 
     def __init__(self, src: str | Path, *, trust_pickle: bool = False) -> None:
         super().__init__(src, trust_pickle=trust_pickle)
-        self.files = self._find_files()
-        if not self.files:
+        self._files = self._find_files()
+        if not self._files:
             raise FileNotFoundError(f"legacy_lmdb: no .lmdb files in '{self.src}'")
 
     def _find_files(self) -> list[tuple[Path, str | None]]:
@@ -123,7 +123,7 @@ class LegacyLmdbImporter(Importer):
     def __iter__(self) -> Iterator[Item]:
         import lmdb
 
-        for path, split in self.files:
+        for path, split in self._files:
             try:
                 env = lmdb.open(str(path), subdir=path.is_dir(), readonly=True, lock=False, readahead=False)
             except lmdb.Error as exc:

@@ -44,14 +44,14 @@ class MPImporter(Importer):
 
     def __init__(self, src: str | Path, *, trust_pickle: bool = False, id_column: str = "mp_id") -> None:
         super().__init__(src, trust_pickle=trust_pickle)
-        self.entries = split_ids(self.src, id_column)
+        self._entries = split_ids(self.src, id_column)
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self._entries)
 
     def __iter__(self) -> Iterator[Item]:
         cif = self.src / "CIF"
-        for mp_id, split in self.entries:
+        for mp_id, split in self._entries:
             yield file_pair(mp_id, cif / f"{mp_id}_U.cif", cif / f"{mp_id}_R.cif", split=split)
 
 
@@ -98,16 +98,16 @@ class MPFPickleImporter(Importer):
         super().__init__(src, trust_pickle=trust_pickle)
         self.keep_trajectory = keep_trajectory
         if self.src.is_dir():
-            self.files = sorted(p for p in self.src.iterdir() if p.suffix in PICKLE_SUFFIXES)
+            self._files = sorted(p for p in self.src.iterdir() if p.suffix in PICKLE_SUFFIXES)
             folder = self.src
         else:
-            self.files, folder = [self.src], self.src.parent
-        if not self.files:
+            self._files, folder = [self.src], self.src.parent
+        if not self._files:
             raise FileNotFoundError(f"mpf_pickle: no {'/'.join(PICKLE_SUFFIXES)} files in '{self.src}'")
-        self.splits = dict(split_ids(folder, "mp_id", required=False))
+        self._splits = dict(split_ids(folder, "mp_id", required=False))
 
     def __iter__(self) -> Iterator[Item]:
-        for path in self.files:
+        for path in self._files:
             try:
                 with open(path, "rb") as fh:
                     data = pickle.load(fh)
@@ -139,4 +139,4 @@ class MPFPickleImporter(Importer):
         if self.keep_trajectory and len({len(f) for f in frames}) == 1:
             traj = frames
         return RawPair(mp_id, frames[0], frames[-1], energy=energy, trajectory=traj,
-                       split=self.splits.get(mp_id), source=str(path))
+                       split=self._splits.get(mp_id), source=str(path))

@@ -57,7 +57,7 @@ class XMnOImporter(Importer):
     def __init__(self, src: str | Path, *, trust_pickle: bool = False, target_as_energy: bool = True) -> None:
         super().__init__(src, trust_pickle=trust_pickle)
         self.target_as_energy = target_as_energy
-        self.entries = self._read_entries()
+        self._entries = self._read_entries()
 
     def _read_entries(self) -> list[tuple[str, str, float | None]]:
         entries: dict[str, list] = {}
@@ -80,7 +80,7 @@ class XMnOImporter(Importer):
         return [tuple(e) for e in entries.values()]
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self._entries)
 
     def _cif_dir(self, base: str) -> Path:
         if not (self.src / f"{base}_unrelaxed.cif").exists() and (self.src / "CIF").is_dir():
@@ -88,7 +88,7 @@ class XMnOImporter(Importer):
         return self.src
 
     def __iter__(self) -> Iterator[Item]:
-        for base, split, energy in self.entries:
+        for base, split, energy in self._entries:
             folder = self._cif_dir(base)
             yield file_pair(base, folder / f"{base}_unrelaxed.cif", folder / f"{base}_relaxed.cif",
                             split=split, energy=energy)
