@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-import torch
 from torch import nn
 
 from e3relax import keys

@@ -16,7 +16,7 @@ from e3relax.registry import BLOCKS, MODELS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from equivariance import (  # noqa: E402
-    make_batch, perturb_, property_errors, random_orthogonal, random_structure, rotate, run,
+    make_batch, perturb_, property_errors, random_orthogonal, random_structure, rotate, run, to_data,
 )
 
 CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
@@ -194,3 +194,25 @@ def test_overfits_a_few_generated_pairs(name):
     dummy_cell = float((batch[keys.CELL_U] - batch[keys.CELL_R]).abs().mean())
     assert err < 0.15 * dummy, (err, dummy)
     assert cell_err < 0.25 * dummy_cell, (cell_err, dummy_cell)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_cpu_config_trains_through_the_engine(name, tmp_path):
+    """The CPU config trains with the shared Ignite engine and layer-wise loss (15-35 s each)."""
+    from e3relax.engine.config import merge, resolve_config
+    from e3relax.engine.trainer import train
+
+    data = []
+    for k, seed in enumerate(range(300, 308)):
+        d = to_data(random_structure(3 + k % 3, seed, cutoff=5.0, labels=True))
+        d[keys.PBC], d[keys.ID] = torch.ones(1, 3, dtype=torch.bool), f"gen-{seed}"
+        data.append(d)
+    dummy = float(torch.cat([d[keys.POS_U] - d[keys.POS_R] for d in data]).norm(dim=-1).mean())
+    cfg = yaml.safe_load((CONFIGS / f"{name}_cpu.yaml").read_text())
+    user = {"run_dir": str(tmp_path), "device": "cpu", "dtype": "float32", "seed": 0, "model": cfg["model"],
+            "loss": {"name": "layerwise"}, "data": {"batch_size": 8}, "optim": {"lr": 3e-3},
+            "schedule": {"epoch_length": 50, "max_epochs": 6, "early_stop_patience": None},
+            "ema": {"decay": 0.9}, "log": {"every": 10, "progress_bar": False, "figures": False}}
+    summary = train(resolve_config(merge(user, {}, strict=False)), datasets={"train": data, "val": data})
+    assert summary["best_val_coord_mae"] < 0.05 * dummy, (summary["best_val_coord_mae"], dummy)
