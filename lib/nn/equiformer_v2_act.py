@@ -43,12 +43,21 @@ class SeparableS2Activation(nn.Module):
 
     def __init__(self, lmax: int, res: int = 18) -> None:
         super().__init__()
-        self.to_grid = o3.ToS2Grid(lmax, (res, res + 1))
-        self.from_grid = o3.FromS2Grid((res, res + 1), lmax)
+        size, grid = (lmax + 1) ** 2, (res, res + 1)
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)  # build the (linear) grid transforms in float64
+        try:
+            to_grid = o3.ToS2Grid(lmax, grid)(torch.eye(size)).reshape(size, -1)            # [S, G]
+            num = to_grid.shape[1]
+            from_grid = o3.FromS2Grid(grid, lmax)(torch.eye(num).reshape(num, *grid))      # [G, S]
+        finally:
+            torch.set_default_dtype(previous)
+        self.register_buffer("to_grid", to_grid.to(previous), persistent=False)
+        self.register_buffer("from_grid", from_grid.to(previous), persistent=False)
 
     def forward(self, scalars: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        grid = self.to_grid(x.transpose(1, 2))  # [E, C, b, a]
-        y = self.from_grid(nn.functional.silu(grid)).transpose(1, 2)
+        grid = torch.einsum("esc,sg->egc", x, self.to_grid.to(x.dtype))
+        y = torch.einsum("egc,gs->esc", nn.functional.silu(grid), self.from_grid.to(x.dtype))
         return torch.cat([nn.functional.silu(scalars)[:, None, :], y[:, 1:]], dim=1)
 
 
