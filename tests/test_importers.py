@@ -265,6 +265,22 @@ def test_legacy_lmdb_single_file(tmp_path):
     assert list(got) == ["x"] and got["x"].split is None
 
 
+def test_legacy_lmdb_old_pyg_storage(tmp_path):
+    """PyG 1.x pickles keep fields in ``__dict__`` (no ``_store``), as in the published OC22 LMDBs."""
+    import torch
+    from torch_geometric.data import Data
+
+    u, r = make_pair(2)
+    old = Data.__new__(Data)
+    old.__dict__.update(pos=torch.tensor(u.positions), cell=torch.tensor(u.cell.array).view(1, 3, 3),
+                        atomic_numbers=torch.tensor(u.numbers, dtype=torch.float32),
+                        pos_relaxed=torch.tensor(r.positions), sid=77, __num_nodes__=2)
+    assert "_store" not in pickle.loads(pickle.dumps(old)).__dict__
+    _write_legacy_lmdb(tmp_path / "oc.lmdb", [old])
+    got, _ = items(IMPORTERS.get("legacy_lmdb")(tmp_path / "oc.lmdb", trust_pickle=True))
+    assert_same(got["77"].relaxed, Atoms(u.numbers, positions=r.positions, cell=u.cell), atol=1e-9)
+
+
 # ------------------------------------------------------------------ extxyz
 def _tagged(atoms, **info):
     atoms = atoms.copy()
