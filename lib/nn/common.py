@@ -51,11 +51,10 @@ class StackedLinear(nn.Module):
         if index is not None:
             k = min(index, self.num_stacks - 1)
             return nn.functional.linear(x, self.weight[k], None if self.bias is None else self.bias[k])
-        w = self.weight.expand(x.shape[-2], -1, -1) if self.num_stacks == 1 else self.weight
-        out = torch.einsum("...si,soi->...so", x, w)
-        if self.bias is not None:
-            out = out + (self.bias if self.num_stacks > 1 else self.bias.expand(x.shape[-2], -1))
-        return out
+        if self.num_stacks == 1:  # shared parameters: one plain linear over the lattice axis
+            return nn.functional.linear(x, self.weight[0], None if self.bias is None else self.bias[0])
+        out = torch.einsum("...si,soi->...so", x, self.weight)
+        return out if self.bias is None else out + self.bias
 
 
 class StackedMLP(nn.Module):
