@@ -86,8 +86,10 @@ def build_report(done: Mapping[int, dict], fingerprint: Mapping[str, Any], sourc
 
 
 def log_summary(report: Mapping[str, Any], out: Path) -> None:
-    """Log the counts at the end of a conversion (the CLI prints the same)."""
-    log.info("%s", format_summary(report, out))
+    """Log the counts at the end of a conversion in one line (the CLI prints :func:`format_summary`)."""
+    c = report["counts"]
+    log.info("converted %d of %d items into %s; skipped %s; report %s", c["converted"], c["items"], out,
+             c["by_reason"] or "none", Path(out) / "report.json")
 
 
 def format_summary(report: Mapping[str, Any], out: Path | str) -> str:

@@ -4,8 +4,9 @@ A dataset split is one LMDB file (``subdir=False``) or a folder of such files (s
 shard holds:
 
 - records under the keys ``b"0"``, ``b"1"``, ... (decimal index within the shard); a record is
-  the bytes of an uncompressed ``.npz`` archive of plain numpy arrays (``np.savez``), read back
-  with ``np.load(allow_pickle=False)``, so loading a record can never run code;
+  a JSON header (field name, dtype, shape, offset) followed by the raw bytes of plain numeric
+  arrays (:func:`encode_record`); decoding uses ``json`` and ``np.frombuffer`` with a dtype
+  allow-list, so loading a record can never run code (no pickle, no ``eval``);
 - one metadata record under :data:`METADATA_KEY`: UTF-8 JSON with the format version, the graph
   parameters, the source, the counts and the atom count of every record (for batching by size).
 
@@ -14,8 +15,8 @@ else is in place) and the reader refuses it.
 """
 from __future__ import annotations
 
-import io
 import json
+import struct
 from typing import Any, Mapping
 
 import numpy as np
@@ -37,46 +38,79 @@ def record_key(index: int) -> bytes:
     return str(int(index)).encode("ascii")
 
 
-def encode_record(record: Mapping[str, Any]) -> bytes:
-    """Serialise a record (field name -> array, str, number or None) as npz bytes.
+#: first bytes of every record
+RECORD_MAGIC = b"E3RX"
+_ALIGN = 16
+_ALLOWED_KINDS = set("biuf")  # bool, signed/unsigned int, float: nothing that needs unpickling
 
-    ``None`` values are left out; strings become 0-d unicode arrays; numbers 0-d arrays.
-    Object arrays are refused: they would need pickling.
+
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """Serialise a record (field name -> array, str, number or None) as plain bytes.
+
+    Layout: ``b"E3RX"``, a little-endian uint32 header length, a UTF-8 JSON header
+    ``{"fields": [{"name", "dtype", "shape", "offset"} | {"name", "str"}]}``, then the raw
+    C-ordered array buffers (16-byte aligned). ``None`` values are left out; strings are kept in
+    the header. Only bool, integer and floating arrays are stored.
 
     Raises:
-        FormatError: naming the field that is not a plain array.
+        FormatError: naming the field that is not a plain numeric array or a string.
     """
-    arrays: dict[str, np.ndarray] = {}
+    fields, chunks, offset = [], [], 0
     for name, value in record.items():
         if value is None:
+            continue
+        if isinstance(value, (str, np.str_)):
+            fields.append({"name": name, "str": str(value)})
             continue
         if hasattr(value, "detach"):  # torch tensor
             value = value.detach().cpu().numpy()
         arr = np.asarray(value)
-        if arr.dtype == object:
-            raise FormatError(f"record field '{name}' is an object array ({type(value).__name__}); only plain arrays are stored")
-        arrays[name] = arr
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
+        if arr.dtype.kind not in _ALLOWED_KINDS:
+            raise FormatError(f"record field '{name}' has dtype {arr.dtype} ({type(value).__name__}); only bool, "
+                              "integer and float arrays or strings are stored")
+        arr = arr.astype(arr.dtype.newbyteorder("<"), order="C", copy=False)
+        pad = (-offset) % _ALIGN
+        chunks.append(b"\0" * pad)
+        offset += pad
+        fields.append({"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape), "offset": offset})
+        chunks.append(arr.tobytes())
+        offset += arr.nbytes
+    header = json.dumps({"fields": fields}, separators=(",", ":")).encode("utf-8")
+    header += b" " * ((-(len(header) + 8)) % _ALIGN)
+    return RECORD_MAGIC + struct.pack("<I", len(header)) + header + b"".join(chunks)
 
 
 def decode_record(data: bytes, where: str = "record") -> dict[str, Any]:
-    """Read npz bytes back into a dict of arrays without unpickling (0-d strings become ``str``).
+    """Read bytes from :func:`encode_record` back into a dict of arrays (strings as ``str``).
+
+    Nothing is unpickled or evaluated: the header is JSON and every array is built with
+    ``np.frombuffer`` from a numeric dtype checked against an allow-list.
 
     Raises:
-        FormatError: when the bytes are not a pickle-free npz archive (``where`` names the record).
+        FormatError: when the bytes are not such a record (``where`` names the record).
     """
+    data = bytes(data)
+    if data[:4] != RECORD_MAGIC or len(data) < 8:
+        raise FormatError(f"{where}: not an e3relax record (bad magic bytes {data[:4]!r})")
+    (hlen,) = struct.unpack("<I", data[4:8])
     try:
-        with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as npz:
-            out: dict[str, Any] = {}
-            for name in npz.files:
-                arr = npz[name]
-                out[name] = str(arr) if arr.dtype.kind == "U" and arr.ndim == 0 else arr
-    except ValueError as exc:  # includes "Object arrays cannot be loaded when allow_pickle=False"
-        raise FormatError(f"{where}: not a plain-array npz record ({exc})") from exc
-    except (OSError, EOFError) as exc:
-        raise FormatError(f"{where}: unreadable record ({exc})") from exc
+        header = json.loads(data[8:8 + hlen].decode("utf-8"))
+        body = memoryview(data)[8 + hlen:]
+        out: dict[str, Any] = {}
+        for f in header["fields"]:
+            if "str" in f:
+                out[f["name"]] = str(f["str"])
+                continue
+            dtype = np.dtype(f["dtype"])
+            if dtype.kind not in _ALLOWED_KINDS:
+                raise FormatError(f"{where}: field '{f['name']}' has disallowed dtype {dtype}")
+            count = int(np.prod(f["shape"], dtype=np.int64))
+            arr = np.frombuffer(body, dtype=dtype, count=count, offset=int(f["offset"]))
+            out[f["name"]] = arr.reshape(tuple(f["shape"])).astype(dtype.newbyteorder("="), copy=True)
+    except FormatError:
+        raise
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{where}: corrupt record ({type(exc).__name__}: {exc})") from exc
     return out
 
 

@@ -153,6 +153,38 @@ def run_layouts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="measure reader throughput (structures/s through a DataLoader)")
+    p.add_argument("path", help="a .lmdb file or shard folder")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=1, help="passes over the data after one warm-up batch")
+    p.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Time full passes of a shuffled DataLoader (collate included) over a database."""
+    import time
+
+    import torch
+
+    from e3relax.datasets.reader import LmdbDataset
+    from e3relax.records import collate
+
+    ds = LmdbDataset(args.path)
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers,
+                                         collate_fn=collate, persistent_workers=args.num_workers > 0)
+    next(iter(loader))  # warm-up: worker start, first environment opening
+    n, t0 = 0, time.perf_counter()
+    for _ in range(args.epochs):
+        for batch in loader:
+            n += int(batch.num_graphs)
+    dt = time.perf_counter() - t0
+    print(f"{args.path}: {n} structures in {dt:.2f} s = {n / dt:.0f} structures/s "
+          f"(batch {args.batch_size}, num_workers {args.num_workers})")
+    return 0
+
+
 def add_parser(subparsers) -> None:
     """Register ``e3relax data`` and its sub-commands."""
     p = subparsers.add_parser("data", help="dataset conversion and inspection",
@@ -161,6 +193,7 @@ def add_parser(subparsers) -> None:
     _add_convert(sub)
     _add_info(sub)
     _add_layouts(sub)
+    _add_bench(sub)
     for name in EXTRA_COMMANDS:
         try:
             module = importlib.import_module(name)
