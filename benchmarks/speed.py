@@ -164,6 +164,47 @@ class PeakRSS:
         return (self.peak - self.start) / 2**20
 
 
+def reference_throughput(hidden: int, batch_size: int, repeats: int, rng) -> dict | None:
+    """The same training step through the plain-tensor transcription of the reference computation
+    (tests/test_e3relax_reference.py: per-lattice-vector loops and operation order of the authors'
+    code), with the paper_faithful model's parameters. None when the tests folder is absent."""
+    import importlib.util
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1] / "tests"
+    if not (tests / "test_e3relax_reference.py").exists():
+        return None
+    sys.path.insert(0, str(tests))
+    spec = importlib.util.spec_from_file_location("_e3relax_reference", tests / "test_e3relax_reference.py")
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    ms = model_spec(hidden, paper=True)
+    ref.F_, ref.T_, ref.K_, ref.CUT = hidden, ms["num_layers"], ms["num_rbf"], 30.0
+    torch.manual_seed(0)
+    model = MODELS.build(ms)
+    loss_fn = LOSSES.build("layerwise")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, amsgrad=True)
+    batches = [Batch.from_data_list([to_data(*random_crystal(int(rng.integers(8, 13)), rng))
+                                     for _ in range(batch_size)]) for _ in range(repeats + 1)]
+
+    def step(b):
+        from e3relax.types import RelaxOutput
+
+        opt.zero_grad()
+        pos, cell = ref.reference_forward(ref.weights_of(model, keep_grad=True), b)
+        loss, _ = loss_fn(RelaxOutput(pos=pos, cell=cell), b)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 150.0)
+        opt.step()
+
+    step(batches[0])
+    t, c = time.perf_counter(), time.process_time()
+    for b in batches[1:]:
+        step(b)
+    return {"train_structs_per_s": batch_size * repeats / (time.perf_counter() - t),
+            "train_structs_per_cpu_s": batch_size * repeats / (time.process_time() - c)}
+
+
 def scaling_point(hidden: int, reps: tuple[int, int, int]) -> dict:
     """Run in a subprocess: forward time and peak RSS increase for a supercell of an 8-atom cell."""
     rng = np.random.default_rng(0)
@@ -217,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['forward_structs_per_s']:.1f} / {r['forward_structs_per_cpu_s']:.1f} | "
               f"{r['train_structs_per_s']:.1f} / {r['train_structs_per_cpu_s']:.1f} | "
               f"{r['single_10_atom_s']:.4f} / {r['single_10_atom_cpu_s']:.4f} |")
+    ref = reference_throughput(128, 16, repeats, rng)
+    if ref is not None:
+        out["reference_transcription"] = ref
+        print(f"| 128 (reference transcription) | 16 | | | | {ref['train_structs_per_s']:.1f} / "
+              f"{ref['train_structs_per_cpu_s']:.1f} | |")
     sizes = [(1, 1, 1), (2, 1, 1), (2, 2, 1), (2, 2, 2), (4, 2, 2)] + ([] if args.quick else [(4, 4, 2), (4, 4, 4)])
     for hidden in (128, 512):
         print(f"\n| hidden {hidden}: atoms | edges | forward s (wall / CPU) | CPU ms per atom | peak RSS increase (MiB) |")

@@ -41,9 +41,13 @@ def seg_mean(x, idx, n):
     return seg_sum(x, idx, n) / seg_sum(torch.ones_like(idx, dtype=x.dtype), idx, n).view(-1, *[1] * (x.dim() - 1))
 
 
-def weights_of(model) -> dict:
-    """Plain tensors: W[t]["lattice"][c] for the reference's lattice_l{c}_layers[t], etc."""
-    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+def weights_of(model, keep_grad: bool = False) -> dict:
+    """Plain tensors: W[t]["lattice"][c] for the reference's lattice_l{c}_layers[t], etc.
+
+    ``keep_grad=True`` returns views of the model's parameters (benchmarks train through them).
+    """
+    sd = model.state_dict(keep_vars=True) if keep_grad else {
+        k: v.detach().clone() for k, v in model.state_dict().items()}
     out = {"emb": sd["embedding.table.weight"], "lat_emb": sd["lattice_embedding.weight"], "layers": []}
     for t in range(T_):
         p = f"layers.{t}."
