@@ -111,16 +111,17 @@ def attach_nan_guard(trainer: Engine) -> None:
 class StepTimer:
     """Measures, over windows of ``every`` iterations, structures per second and the share of step
     time spent waiting for the data loader; stored as ``trainer.state.throughput`` and
-    ``trainer.state.data_wait_share`` (and accumulated over the run in :attr:`totals`).
+    ``trainer.state.data_wait_share`` (and accumulated over the run in :attr:`totals`, with the
+    process CPU time of those steps, all threads: a figure that does not depend on other load).
     """
 
     def __init__(self, every: int) -> None:
         self.every = max(1, int(every))
-        self.totals = {"data": 0.0, "step": 0.0, "structures": 0}
+        self.totals = {"data": 0.0, "step": 0.0, "cpu": 0.0, "structures": 0}
         self._reset()
 
     def _reset(self) -> None:
-        self._data = self._step = 0.0
+        self._data = self._step = self._cpu = 0.0
         self._structures = 0
 
     def attach(self, trainer: Engine) -> "StepTimer":
@@ -133,6 +134,7 @@ class StepTimer:
 
     def _batch_started(self, engine: Engine) -> None:
         self._t0 = time.perf_counter()
+        self._c0 = time.process_time()
 
     def _batch_completed(self, engine: Engine) -> None:
         self._t1 = time.perf_counter()
@@ -142,6 +144,7 @@ class StepTimer:
         if not hasattr(self, "_t1"):
             return
         self._step += time.perf_counter() - self._t1
+        self._cpu += time.process_time() - self._c0
         self._structures += int(engine.state.output.get("num_structures", 0))
         if engine.state.iteration % self.every == 0:
             total = self._data + self._step
@@ -149,5 +152,6 @@ class StepTimer:
             engine.state.data_wait_share = self._data / total if total > 0 else float("nan")
             self.totals["data"] += self._data
             self.totals["step"] += self._step
+            self.totals["cpu"] += self._cpu
             self.totals["structures"] += self._structures
             self._reset()

@@ -217,6 +217,7 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     busy = t["data"] + t["step"]
     return {"iteration": trainer.state.iteration, "best_val_coord_mae": -saved[-1][0] if saved else None,
             "structures_per_s": t["structures"] / busy if busy else None,
+            "structures_per_cpu_s": t["structures"] / t["cpu"] if t["cpu"] else None,
             "data_wait_share": t["data"] / busy if busy else None, "timing": dict(t), "run_dir": str(run_dir)}
 
 
