@@ -77,6 +77,17 @@ def _task_id(task: Any) -> str:
     return str(task[0] if isinstance(task, tuple) and task else task)[:200]
 
 
+def _raw_rotation(record: dict, sid: str) -> float | None:
+    """Rigid rotation (degrees) between the frames of a pair kept in its raw frame (report only)."""
+    from e3relax.structures import polar_rotation, rotation_angle_deg
+
+    try:
+        return float(rotation_angle_deg(polar_rotation(record[keys.CELL_U], record[keys.CELL_R])))
+    except ValueError:
+        log.debug("structure '%s': no rotation angle for the report", sid, exc_info=True)
+        return None
+
+
 def process(job: tuple[int, Any]) -> dict:
     """Load task ``job[1]`` (index ``job[0]``), validate it and encode its record.
 
@@ -108,6 +119,8 @@ def process(job: tuple[int, Any]) -> dict:
         return _skip(i, item.id, "error", f"{type(exc).__name__}: {exc}", item.source)
     split = item.split or assign_split(item.id, settings.ratio, settings.seed)
     angle = record.get(keys.ROTATION_REMOVED)
+    if settings.keep_frame and keys.CELL_R in record:
+        angle = _raw_rotation(record, item.id)
     return {"i": i, "ok": True, "id": str(item.id), "split": split, "data": data, "natoms": int(len(record[keys.Z])),
             "warnings": [str(w) for w in warnings], "rotation_deg": None if angle is None else float(angle),
             "labelled": item.relaxed is not None, "source": item.source}

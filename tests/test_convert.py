@@ -85,6 +85,10 @@ def test_keep_frame_keeps_the_raw_rotation(tmp_path):
     # removing a rigid rotation keeps the metric (lengths and angles) of the relaxed cell
     np.testing.assert_allclose(a[keys.CELL_R] @ a[keys.CELL_R].T, raw @ raw.T, atol=1e-9)
     assert LmdbDataset(tmp_path / "b" / "train.lmdb").metadata["source"]["keep_frame"] is True
+    # the report still measures the rotation the raw frame carries; the record says none was removed
+    rb = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert rb["rotation_removed_deg"]["good0"] == pytest.approx(25.0, abs=1e-6)
+    assert float(b[keys.ROTATION_REMOVED]) == 0.0
 
 
 def test_interrupted_conversion_resumes(tmp_path, monkeypatch):
