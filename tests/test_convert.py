@@ -195,3 +195,38 @@ def test_vasp_frames_from_species_sorted_stage_are_reordered():
     with pytest.raises(ValueError, match="cannot match the atom order"):
         match_order(ref, [far], "XDATCAR")
     assert even_frames(9, 3) == [0, 4, 8] and even_frames(2, 4) == [0, 0, 1, 1] and even_frames(5, 1) == [4]
+
+
+def test_hard_kill_mid_conversion_then_rerun(tmp_path):
+    """A process killed without any cleanup (os._exit) leaves nothing that looks complete."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    write_poscar_pairs(tmp_path / "src", seed=2)
+    script = f"""
+import os, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from data_fixtures import graph_spec
+from e3relax.datasets import convert as c
+from e3relax.registry import IMPORTERS
+real, n = c._flush, []
+def flush(*a):
+    n.append(1)
+    if len(n) == 4:
+        os._exit(9)
+    return real(*a)
+c._flush = flush
+imp = IMPORTERS.build({{"name": "poscar_pairs", "src": {str(tmp_path / "src")!r}}})
+c.convert(imp, {str(tmp_path / "out")!r}, layout="poscar_pairs", graph=graph_spec(), chunk_size=2, workers=1,
+          progress=False)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr
+    out = tmp_path / "out"
+    assert not (out / "report.json").exists() and not list(out.glob("*.lmdb"))
+    importer = IMPORTERS.build({"name": "poscar_pairs", "src": tmp_path / "src"})
+    report = convert(importer, out, layout="poscar_pairs", graph=graph_spec(), chunk_size=2, progress=False)
+    assert report["counts"]["items"] == 12 and report["counts"]["converted"] == 6
+    assert report["throughput"]["items_this_run"] == 12 - 6  # three chunks of two were kept
+    assert sum(len(LmdbDataset(out / f"{s}.lmdb")) for s in ("train", "val", "test")) == 6
