@@ -28,7 +28,7 @@ from typing import Any, Iterator, Mapping
 
 from e3relax.datasets import writer
 from e3relax.datasets.convert_report import build_report, chunk_entries, log_summary
-from e3relax.datasets.importers.base import Importer, Skipped
+from e3relax.datasets.importers.base import Importer
 from e3relax.datasets.lmdb_format import FORMAT_VERSION, SHARD_PATTERN, make_metadata
 from e3relax.datasets.splits import SPLIT_NAMES, parse_ratio
 from e3relax.datasets.worker import ConvertSettings, graph_params, init_worker, process
