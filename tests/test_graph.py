@@ -83,7 +83,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("backend", ["vesin", "numpy"])
+@pytest.mark.parametrize("backend", ["pymatgen", "vesin", "numpy"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_radius_edges_match_brute_force(case: str, backend: str) -> None:
     rng = np.random.default_rng(sorted(CASES).index(case))
@@ -96,6 +96,22 @@ def test_radius_edges_match_brute_force(case: str, backend: str) -> None:
     assert np.allclose([got[k] for k in expected], list(expected.values()), atol=1e-10)
     if case.startswith("one_atom"):
         assert len(expected) > 20 and all(k[0] == k[1] == 0 for k in expected)
+
+
+@pytest.mark.parametrize("pbc", [(True, True, True), (True, False, True)])
+def test_backends_agree_on_a_larger_cell(pbc) -> None:
+    rng = np.random.default_rng(5)
+    pos, cell = random_triclinic(rng, 24, scale=7.0)
+    graphs = {
+        b: build_graph(pos, cell, pbc, max_neighbors=None, self_images="none", backend=b)
+        for b in ("pymatgen", "vesin", "numpy")
+    }
+    dicts = {b: edge_dict(g, pos, cell) for b, g in graphs.items()}
+    assert len(dicts["numpy"]) > 24 * 20
+    assert set(dicts["pymatgen"]) == set(dicts["vesin"]) == set(dicts["numpy"])
+    # with the default shell mode the kept edge set does not depend on the backend either
+    kept = {b: set(edge_dict(build_graph(pos, cell, pbc, max_neighbors=12, backend=b), pos, cell)) for b in graphs}
+    assert kept["pymatgen"] == kept["vesin"] == kept["numpy"]
 
 
 @pytest.mark.parametrize("case", ["triclinic_5", "one_atom_long_cutoff", "slab_TTF"])
@@ -262,7 +278,7 @@ def test_registry_build_and_params_round_trip() -> None:
     p = json.loads(json.dumps(b.params()))
     assert p == {
         "name": "periodic_multi_edge", "cutoff": 5.0, "max_neighbors": 50, "shell_tolerance": 0.01,
-        "radius_self_images": True, "self_images": "symmetric", "paper_faithful": False, "backend": "vesin",
+        "radius_self_images": True, "self_images": "symmetric", "paper_faithful": False, "backend": "pymatgen",
     }
     assert GRAPHS.build(p).params() == p
     pos, cell = fcc_conventional()
@@ -286,7 +302,7 @@ def test_empty_structure() -> None:
     ({"cutoff": 0.0}, "cutoff must be positive, got 0.0"),
     ({"max_neighbors": 0}, "max_neighbors must be a positive integer or None, got 0"),
     ({"self_images": "both"}, "self_images must be one of positive, symmetric, none, got 'both'"),
-    ({"backend": "ase"}, "backend must be one of vesin, numpy, got 'ase'"),
+    ({"backend": "ase"}, "backend must be one of pymatgen, vesin, numpy, got 'ase'"),
 ])
 def test_bad_settings(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError) as exc:

@@ -7,12 +7,14 @@ Positions need not be wrapped into the cell; offsets always refer to the positio
 """
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 from typing import Literal
 
 import numpy as np
 
-Backend = Literal["vesin", "numpy"]
+Backend = Literal["pymatgen", "vesin", "numpy"]
 SelfImageMode = Literal["positive", "symmetric", "none"]
 
 #: The six positive self-image offsets of the reference code (Matformer-style), in its order.
@@ -37,8 +39,8 @@ def check_structure(pos: np.ndarray, cell: np.ndarray, pbc) -> tuple[np.ndarray,
     Raises:
         ValueError: naming the field (``pos``, ``cell`` or ``pbc``) and what is wrong with it.
     """
-    pos = np.ascontiguousarray(np.asarray(pos, dtype=np.float64))
-    cell = np.ascontiguousarray(np.asarray(cell, dtype=np.float64))
+    pos = np.ascontiguousarray(pos, dtype=np.float64)
+    cell = np.ascontiguousarray(cell, dtype=np.float64)
     pbc_arr = np.asarray(pbc, dtype=bool)
     if pbc_arr.ndim == 0:
         pbc_arr = np.repeat(pbc_arr, 3)
@@ -50,12 +52,11 @@ def check_structure(pos: np.ndarray, cell: np.ndarray, pbc) -> tuple[np.ndarray,
         raise ValueError(f"cell must have shape [3, 3] (rows = lattice vectors), got {list(cell.shape)}")
     if pbc_arr.shape != (3,):
         raise ValueError(f"pbc must have 3 entries, got shape {list(pbc_arr.shape)}")
-    if not np.all(np.isfinite(pos)):
+    if not np.isfinite(pos).all():
         raise ValueError("pos contains NaN or infinite values")
-    if not np.all(np.isfinite(cell)):
+    if not np.isfinite(cell).all():
         raise ValueError("cell contains NaN or infinite values")
-    periodic = cell[pbc_arr]
-    if periodic.shape[0] and np.linalg.matrix_rank(periodic, tol=1e-8 * max(1.0, np.abs(periodic).max())) < periodic.shape[0]:
+    if not _periodic_rows_independent(cell, pbc_arr):
         raise ValueError(
             f"cell is degenerate along the periodic directions {np.flatnonzero(pbc_arr).tolist()}: "
             "the periodic lattice vectors must be linearly independent and non-zero"
@@ -63,16 +64,32 @@ def check_structure(pos: np.ndarray, cell: np.ndarray, pbc) -> tuple[np.ndarray,
     return pos, cell, pbc_arr
 
 
+def _periodic_rows_independent(cell: np.ndarray, pbc: np.ndarray) -> bool:
+    """Whether the periodic lattice vectors span a non-degenerate lattice (Gram determinant test)."""
+    rows = cell[pbc].tolist()
+    if not rows:
+        return True
+    if len(rows) == 3:  # scalar triple product against the product of lengths, in plain floats
+        (a1, a2, a3), (b1, b2, b3), (c1, c2, c3) = rows
+        vol = a1 * (b2 * c3 - b3 * c2) - a2 * (b1 * c3 - b3 * c1) + a3 * (b1 * c2 - b2 * c1)
+        lengths = math.prod(math.sqrt(x * x + y * y + z * z) for x, y, z in rows)
+        return bool(abs(vol) > 1e-6 * lengths)
+    gram = cell[pbc] @ cell[pbc].T
+    return bool(np.linalg.det(gram) > 1e-12 * np.prod(np.diag(gram)))
+
+
 def complete_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
     """Cell whose non-periodic rows are replaced by unit vectors orthogonal to the periodic ones.
+
+    Returns ``cell`` itself (not a copy) when every direction is periodic.
 
     Non-periodic lattice vectors never enter an offset, so they may be zero or arbitrary in the
     input; the completed cell is invertible and gives the largest image spacing along periodic axes.
     """
+    if pbc.all():
+        return cell
     out = cell.copy()
     per = np.flatnonzero(pbc)
-    if per.size == 3:
-        return out
     if per.size == 0:
         return np.eye(3)
     # orthonormal basis of the complement of span(periodic rows), via SVD
@@ -153,48 +170,75 @@ def radius_neighbors_vesin(
     )
 
 
+def radius_neighbors_pymatgen(
+    pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Same contract as :func:`radius_neighbors_numpy`, computed with pymatgen's compiled
+    ``find_points_in_spheres`` (cell lists; the search behind ``Structure.get_neighbor_list``)."""
+    from pymatgen.optimization.neighbors import find_points_in_spheres
+
+    if pos.shape[0] == 0:
+        return _empty()
+    full = np.ascontiguousarray(complete_cell(cell, pbc))
+    ci, nj, offsets, dist = find_points_in_spheres(
+        pos, pos, r=float(cutoff), pbc=pbc.astype(np.int64), lattice=full, tol=1e-8
+    )
+    # the atom itself comes back at distance exactly 0; its images are a lattice vector away
+    keep = (dist < cutoff) & ((ci != nj) | (dist > 1e-8))
+    return (
+        ci[keep].astype(np.int64, copy=False), nj[keep].astype(np.int64, copy=False),
+        offsets[keep].astype(np.int64), dist[keep],
+    )
+
+
 def radius_neighbors(
-    pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float, backend: Backend = "vesin"
+    pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float, backend: Backend = "pymatgen"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Radius neighbours of every atom over all periodic images (dispatch on ``backend``).
 
     Pairs at distance 0 with offset 0 (the atom itself) are excluded; images of the atom itself
     (i -> i with non-zero offset) are included. The test is strict: ``dist < cutoff``.
     """
+    if backend == "pymatgen":
+        return radius_neighbors_pymatgen(pos, cell, pbc, cutoff)
     if backend == "vesin":
         return radius_neighbors_vesin(pos, cell, pbc, cutoff)
     if backend == "numpy":
         return radius_neighbors_numpy(pos, cell, pbc, cutoff)
-    raise ValueError(f"unknown neighbour backend '{backend}'; use 'vesin' or 'numpy'")
+    raise ValueError(f"unknown neighbour backend '{backend}'; use 'pymatgen', 'vesin' or 'numpy'")
 
 
 def select_nearest(
     centre: np.ndarray,
-    neighbour: np.ndarray,
-    offsets: np.ndarray,
     dist: np.ndarray,
     num_atoms: int,
     max_neighbors: int | None,
     shell_tolerance: float | None,
 ) -> np.ndarray:
-    """Indices of the edges kept per centre, sorted by (centre, distance, neighbour, offset).
+    """Indices of the edges kept per centre, sorted by (centre, distance).
 
-    Without ``shell_tolerance`` at most ``max_neighbors`` edges per centre are kept (ties broken
-    by neighbour index, then offset). With it, every edge no longer than the K-th shortest plus
-    the tolerance is kept, so a shell of equal distances is kept whole (as OCP's
-    ``radius_graph_pbc``), and a centre may keep more than K edges.
+    Without ``shell_tolerance`` at most ``max_neighbors`` edges per centre are kept; among edges
+    of exactly equal length the search backend's order decides (stable sort). With it, every edge no longer
+    than the K-th shortest plus the tolerance is kept, so a shell of equal distances is kept
+    whole (as OCP's ``radius_graph_pbc``), and a centre may keep more than K edges.
     """
-    order = np.lexsort((offsets[:, 2], offsets[:, 1], offsets[:, 0], neighbour, dist, centre))
+    # strict cut: stable, so exact ties keep the backend's order on every machine; with shells the
+    # tie order cannot change the edge set and the faster unstable sort is used
+    by_dist = np.argsort(dist, kind="stable" if not shell_tolerance else "quicksort")
+    small = np.int16 if num_atoms < 2**15 else np.int64  # 16-bit keys sort stably by radix, O(E)
+    order = by_dist[np.argsort(centre[by_dist].astype(small), kind="stable")]
     if max_neighbors is None or order.size == 0:
         return order
     c_sorted = centre[order]
-    d_sorted = dist[order]
     counts = np.bincount(c_sorted, minlength=num_atoms)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.arange(order.size) - starts[c_sorted]
+    starts = np.cumsum(counts) - counts
     if not shell_tolerance:
+        rank = np.arange(order.size) - starts[c_sorted]
         return order[rank < max_neighbors]
     over = counts > max_neighbors
+    if not over.any():
+        return order
+    d_sorted = dist[order]
     threshold = np.full(num_atoms, np.inf)
     threshold[over] = d_sorted[starts[over] + max_neighbors - 1] + shell_tolerance
     return order[d_sorted <= threshold[c_sorted]]
@@ -207,6 +251,11 @@ def self_image_offsets(pbc: np.ndarray, mode: SelfImageMode) -> np.ndarray:
     ``symmetric``: those and their negatives (twelve); ``none``: no edge. An offset is dropped if it
     has a non-zero component along a non-periodic direction.
     """
+    return _self_image_offsets(tuple(bool(p) for p in np.asarray(pbc).tolist()), mode)
+
+
+@functools.lru_cache(maxsize=64)
+def _self_image_offsets(pbc: tuple[bool, ...], mode: str) -> np.ndarray:
     if mode == "none":
         return np.zeros((0, 3), dtype=np.int64)
     if mode == "positive":
@@ -216,7 +265,9 @@ def self_image_offsets(pbc: np.ndarray, mode: SelfImageMode) -> np.ndarray:
     else:
         raise ValueError(f"unknown self_images mode '{mode}'; use 'positive', 'symmetric' or 'none'")
     allowed = ~((offs != 0) & ~np.asarray(pbc, dtype=bool)[None, :]).any(axis=1)
-    return offs[allowed].copy()
+    out = offs[allowed].copy()
+    out.flags.writeable = False  # shared between calls
+    return out
 
 
 def _empty() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
