@@ -230,3 +230,34 @@ c.convert(imp, {str(tmp_path / "out")!r}, layout="poscar_pairs", graph=graph_spe
     assert report["counts"]["items"] == 12 and report["counts"]["converted"] == 6
     assert report["throughput"]["items_this_run"] == 12 - 6  # three chunks of two were kept
     assert sum(len(LmdbDataset(out / f"{s}.lmdb")) for s in ("train", "val", "test")) == 6
+
+
+class _ListImporter:
+    """An importer that only defines __iter__ (the base protocol), with published splits."""
+
+    def __init__(self, items):
+        self.items, self.src = items, "memory"
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+def test_published_splits_duplicates_and_prediction_only_items(tmp_path):
+    from data_fixtures import random_atoms, relax_like
+    from e3relax.datasets.importers.base import Importer
+
+    rng = np.random.default_rng(7)
+    atoms = [random_atoms(rng, "MgO", n=2 + k % 3) for k in range(5)]
+    items = [RawPair(f"p{k}", a, relax_like(a, rng), split=s) for k, (a, s) in enumerate(zip(atoms, ["val", "val", "test", "train"]))]
+    items.append(RawPair("p0", atoms[4], relax_like(atoms[4], rng), split="train"))  # same id again
+    items.append(RawPair("q", atoms[4], None, split="predict"))  # prediction only: no relaxed side
+    importer = type("ListImporter", (_ListImporter, Importer), {})(items)
+    report = convert(importer, tmp_path / "out", layout="list", graph=graph_spec(), workers=2, chunk_size=2,
+                     progress=False)
+    assert report["counts"]["splits"] == {"train": 1, "val": 2, "test": 1, "predict": 1}
+    assert report["skipped"] == [{"id": "p0", "code": "duplicate_id", "source": "",
+                                  "reason": "id 'p0' already converted from an earlier item"}]
+    assert report["counts"]["unlabelled"] == 1
+    assert LmdbDataset(tmp_path / "out" / "val.lmdb").ids == ["p0", "p1"]
+    pred = LmdbDataset(tmp_path / "out" / "predict.lmdb").record(0)
+    assert keys.POS_R not in pred and pred[keys.ID] == "q"
