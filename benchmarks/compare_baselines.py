@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""Train every registered model under one budget and print the paper's tables side by side.
+
+With no arguments it uses the built-in CHGNet-relaxed dataset and a small budget (about 15 minutes
+on 2 CPU cores)::
+
+    python benchmarks/compare_baselines.py
+
+Real data, converted on the fly (kept under ``--data-cache``), with ablations and three seeds::
+
+    python benchmarks/compare_baselines.py --data ../shared/data/pnictides --layout poscar_pairs \\
+        --wall-time 300 --steps 100000 --seeds 0,1,2 --ablations --out results/compare_pnictides
+
+Writes to ``--out``: results.md / .csv / .json (Tables 1-3, efficiency, CHGNet comparison, energy
+check), results_per_seed.csv, per_structure/*.csv, figures/*.png, and runs/<model>_s<seed>/ with
+the TensorBoard events (``tensorboard --logdir OUT/runs`` overlays every model) and checkpoints.
+``--resume`` skips the (model, seed) runs already recorded in OUT/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+SCRIPT_DIR = Path(__file__).resolve().parent
+DEFAULT_CONFIG_DIR = SCRIPT_DIR / "configs"
+
+log = logging.getLogger("compare_baselines")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from exc
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = p.add_argument_group("data")
+    d.add_argument("--data", default=None, help="LMDB folder with train/val/test.lmdb, or a layout's source "
+                   "path with --layout; default: the built-in dataset")
+    d.add_argument("--layout", default=None, help="importer name to convert --data with (poscar_pairs, vasp_dirs, ...)")
+    d.add_argument("--data-cache", default="results/data", help="where converted data is kept (and reused)")
+    d.add_argument("--split-ratio", default="8:1:1", help="train:val:test for layouts without a published split")
+    d.add_argument("--data-seed", type=int, default=0, help="seed of the data split")
+    d.add_argument("--limit", type=int, default=None, help="convert only the first N items")
+    m = p.add_argument_group("models")
+    m.add_argument("--models", default="all", help="'all' or a comma-separated list of registered models")
+    m.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=False,
+                   help="also train the E3Relax ablations (Table 3)")
+    m.add_argument("--config-dir", default=str(DEFAULT_CONFIG_DIR), help="folder of <model>_<size>.yaml configs")
+    m.add_argument("--size", default="cpu", help="config size suffix: 'cpu' (<model>_cpu.yaml) or '' (paper size)")
+    b = p.add_argument_group("budget (identical for every model)")
+    b.add_argument("--steps", type=int, default=None, help="optimiser steps per model")
+    b.add_argument("--epochs", type=int, default=None, help="validation rounds per model (steps = epochs x eval-every)")
+    b.add_argument("--wall-time", type=float, default=None, help="wall-clock seconds of training per model")
+    b.add_argument("--eval-every", type=int, default=50, help="steps between validations")
+    b.add_argument("--batch-size", type=int, default=16)
+    b.add_argument("--max-val", type=int, default=200, help="validate on the first K validation structures")
+    b.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated training seeds")
+    r = p.add_argument_group("evaluation")
+    r.add_argument("--match-max", type=int, default=None, help="StructureMatcher/spglib on the first K test structures")
+    r.add_argument("--timing-structures", type=int, default=32, help="structures timed for inference speed")
+    r.add_argument("--chgnet", type=int, default=None, help="CHGNet+FIRE on the first K test structures (0: skip)")
+    r.add_argument("--chgnet-max-steps", type=int, default=500)
+    r.add_argument("--fmax", type=float, default=0.05, help="FIRE force threshold (eV/A)")
+    o = p.add_argument_group("run")
+    o.add_argument("--device", default="cpu", help="cpu | cuda | cuda:1 | auto")
+    o.add_argument("--out", default="results/compare", help="output folder")
+    o.add_argument("--resume", action="store_true", help="skip (model, seed) runs already in OUT/results.json")
+    o.add_argument("--progress-bar", action="store_true", help="show the engine's per-step progress bar")
+    args = p.parse_args(argv)
+    zero = args.data is None and args.layout is None
+    if args.steps is None and args.epochs is None and args.wall_time is None:
+        # the zero-argument budget: about 15 minutes for every model on 2 CPU cores
+        args.steps, args.wall_time = 10_000, 60.0
+    if args.steps is None:
+        args.steps = args.epochs * args.eval_every if args.epochs else 10**9
+    if args.chgnet is None:
+        args.chgnet = 6 if zero else 30
+    if args.match_max is None:
+        args.match_max = None if zero else 300
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stdout)
+    for noisy in ("ignite", "ignite.distributed.auto.auto_dataloader", "e3relax.engine", "pymatgen"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = parse_args(argv)
+    from e3relax.benchmark.compare import Comparison
+
+    comparison = Comparison.from_args(args)
+    results = comparison.run()
+    print(comparison.markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

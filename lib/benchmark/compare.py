@@ -1,0 +1,296 @@
+"""The comparison driver: data -> every model x seed (train, test) -> Dummy -> CHGNet -> outputs.
+
+:class:`Comparison` is what ``benchmarks/compare_baselines.py`` runs. Results are written after
+every (model, seed), so an interrupted comparison keeps what it finished and ``resume`` continues it.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from e3relax.benchmark import figures, tables
+from e3relax.benchmark.budget import Budget
+from e3relax.benchmark.data import prepare_data
+from e3relax.benchmark.predict import Predictions, dummy_predictions, predict, subset
+from e3relax.benchmark.runner import match_summary, test_model, train_model
+from e3relax.benchmark.suite import REFERENCE_MODEL, ModelRun, ablation_runs, model_runs
+from e3relax.metrics import MAE_POS
+
+__all__ = ["Comparison", "software_versions"]
+
+log = logging.getLogger(__name__)
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and the packages the numbers depend on."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform(),
+           "cpu": platform.processor() or platform.machine(), "torch_threads": str(torch.get_num_threads())}
+    for pkg in ("e3relax", "torch", "torch_geometric", "e3nn", "pytorch-ignite", "pymatgen", "ase", "spglib",
+                "chgnet", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _write_per_structure(preds: Predictions, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = sorted(preds.metrics)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "natoms", *names])
+        for i, sid in enumerate(preds.ids):
+            w.writerow([sid, preds.natoms[i], *(f"{preds.metrics[n][i]:.6g}" for n in names)])
+
+
+def _read_column(path: Path, column: str = MAE_POS) -> np.ndarray:
+    with path.open(encoding="utf-8") as fh:
+        return np.array([float(row[column]) for row in csv.DictReader(fh)])
+
+
+@dataclass
+class Comparison:
+    """One comparison run.
+
+    Attributes:
+        runs: the models (and ablations) to train.
+        seeds: training seeds (every model gets every seed).
+        budget: shared training budget.
+        out: output folder.
+        data: ``(dataset, layout, cache, split_ratio, data_seed, limit)`` for :func:`prepare_data`.
+        device: torch device string.
+        match_max, timing_structures, chgnet, chgnet_max_steps, fmax: evaluation settings.
+        resume: keep the (model, seed) records already in ``out/results.json``.
+    """
+
+    runs: list[ModelRun]
+    seeds: list[int]
+    budget: Budget
+    out: Path
+    data: tuple
+    device: str = "cpu"
+    match_max: int | None = None
+    timing_structures: int = 32
+    chgnet: int = 6
+    chgnet_max_steps: int = 500
+    fmax: float = 0.05
+    resume: bool = False
+    progress_bar: bool = False
+    budget_text: str = ""
+    _results: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_args(cls, args: Any) -> "Comparison":
+        names = None if args.models in (None, "all") else [m.strip() for m in args.models.split(",") if m.strip()]
+        runs = model_runs(names, args.config_dir, args.size)
+        if args.ablations:
+            runs += ablation_runs(args.config_dir, args.size)
+        budget = Budget(steps=args.steps, eval_every=args.eval_every, wall_s=args.wall_time,
+                        batch_size=args.batch_size, max_val_structures=args.max_val)
+        text = (f"at most {args.steps:,} optimiser steps" if args.steps < 10**9 else "no step limit") + \
+            (f" and {args.wall_time:.0f} s of training wall time" if args.wall_time else "") + \
+            f", batch {args.batch_size}, validation every {args.eval_every} steps on {args.max_val} structures"
+        return cls(runs, list(args.seeds), budget, Path(args.out),
+                   (args.data, args.layout, args.data_cache, args.split_ratio, args.data_seed, args.limit),
+                   args.device, args.match_max, args.timing_structures, args.chgnet, args.chgnet_max_steps,
+                   args.fmax, args.resume, args.progress_bar, text)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def results_path(self) -> Path:
+        return self.out / "results.json"
+
+    def _load_previous(self) -> dict[str, Any]:
+        if self.resume and self.results_path.exists():
+            return json.loads(self.results_path.read_text(encoding="utf-8"))
+        return {}
+
+    def _save(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        tmp = self.results_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self._results, indent=1, allow_nan=True), encoding="utf-8")
+        tmp.replace(self.results_path)
+        (self.out / "results.md").write_text(tables.render(self._results), encoding="utf-8")
+        tables.write_csv(self._results, self.out / "results.csv")
+        self._write_per_seed_csv()
+
+    def _write_per_seed_csv(self) -> None:
+        keys = [k for k, _ in tables.COLUMNS]
+        with (self.out / "results_per_seed.csv").open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["model", "key", "seed", *keys, "parameters", "train_seconds", "steps", "converged",
+                        "wall_budget_hit", "batch1_ms", "batched_ms"])
+            for key, entry in self._results["models"].items():
+                for seed, rec in entry["seeds"].items():
+                    vals = [rec["metrics"].get(k, rec["match"].get(k, math.nan)) for k in keys]
+                    w.writerow([entry["label"], key, seed, *(f"{v:.6g}" for v in vals), rec["parameters"],
+                                f"{rec['train_seconds']:.1f}", rec["steps"], rec["converged"],
+                                rec["wall_budget_hit"], f"{rec['timing']['batch1_ms']:.3f}",
+                                f"{rec['timing']['batched_ms']:.3f}"])
+
+    # ------------------------------------------------------------------ phases
+    def run(self) -> dict[str, Any]:
+        """Run every phase; returns the results document (also in ``out/results.json``)."""
+        from e3relax.datasets.reader import LmdbDataset
+
+        t_start = time.perf_counter()
+        splits, data_desc = prepare_data(*self.data[:3], split_ratio=self.data[3], seed=self.data[4],
+                                         limit=self.data[5])
+        test_ds = LmdbDataset(splits["test"])
+        prev = self._load_previous()
+        self._results = {"meta": self._meta(data_desc, splits, len(test_ds)), "models": {}, "dummy": {},
+                         "chgnet": None, "energy": None}
+        self._dummy(test_ds)
+        total = len(self.runs) * len(self.seeds)
+        done = 0
+        for run in self.runs:
+            entry = self._results["models"].setdefault(
+                run.key, {"label": run.label, "ablation": run.ablation, "config_file": run.config_file, "seeds": {}})
+            for seed in self.seeds:
+                done += 1
+                old = prev.get("models", {}).get(run.key, {}).get("seeds", {}).get(str(seed))
+                if old is not None:
+                    log.info("[%d/%d] %s seed %d: kept from the previous run", done, total, run.label, seed)
+                    entry["seeds"][str(seed)] = old
+                    continue
+                entry["seeds"][str(seed)] = self._one(run, seed, splits, test_ds, f"[{done}/{total}]")
+                self._save()
+        self._figures()
+        if self.chgnet > 0:
+            self._chgnet_phase(test_ds)
+        self._results["meta"]["total_seconds"] = time.perf_counter() - t_start
+        self._save()
+        log.info("wrote %s (results.md, results.csv, results.json, figures/, runs/)", self.out)
+        return self._results
+
+    def _meta(self, data_desc: dict, splits: dict, n_test: int) -> dict[str, Any]:
+        from e3relax.datasets.reader import LmdbDataset
+
+        sizes = {k: len(LmdbDataset(v)) for k, v in splits.items()}
+        return {"dataset": data_desc, "split_sizes": sizes, "test_structures": n_test, "seeds": self.seeds,
+                "budget": self.budget.as_dict(), "budget_text": self.budget_text, "device": self.device,
+                "match_structures": min(n_test, self.match_max or n_test), "software": software_versions(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+    def _dummy(self, test_ds: Any) -> None:
+        preds = dummy_predictions(test_ds)
+        match, _ = match_summary(preds, self.match_max)
+        self._results["dummy"] = {**{k: float(np.nanmean(v)) for k, v in preds.metrics.items()}, **match}
+        _write_per_structure(preds, self.out / "per_structure" / "dummy.csv")
+
+    def _one(self, run: ModelRun, seed: int, splits: dict, test_ds: Any, tag: str) -> dict[str, Any]:
+        run_dir = self.out / "runs" / f"{run.key}_s{seed}"
+        log.info("%s %s seed %d: training (%s)", tag, run.label, seed, self.budget_text)
+        model, record = train_model(run, seed, splits, self.budget, run_dir, self.device,
+                                    progress_bar=self.progress_bar)
+        log.info("%s %s seed %d: %d steps in %.0f s (best validation coord MAE %.4f at step %s); testing",
+                 tag, run.label, seed, record["steps"], record["train_seconds"], record["best_val"],
+                 record["best_step"])
+        device = torch.device(self.device if self.device != "auto" else "cpu")
+        preds, test = test_model(model, test_ds, device, self.budget.batch_size, self.match_max,
+                                 self.timing_structures)
+        _write_per_structure(preds, self.out / "per_structure" / f"{run.key}_s{seed}.csv")
+        log.info("%s %s seed %d: test coord MAE %.4f Å, shape %.4f Å², volume %.3f Å³ (Dummy %.4f / %.4f / %.3f)",
+                 tag, run.label, seed, test["metrics"][MAE_POS], test["metrics"]["shape_dev"],
+                 test["metrics"]["mae_vol"], self._results["dummy"][MAE_POS], self._results["dummy"]["shape_dev"],
+                 self._results["dummy"]["mae_vol"])
+        return {**record, **test, "run_dir": str(run_dir)}
+
+    def _figures(self) -> None:
+        fig_dir = self.out / "figures"
+        per = self.out / "per_structure"
+        dummy = _read_column(per / "dummy.csv")
+        violins = {"Dummy": dummy}
+        for key, entry in self._results["models"].items():
+            seed = next(iter(entry["seeds"]), None)
+            if seed is None:
+                continue
+            vals = _read_column(per / f"{key}_s{seed}.csv")
+            figures.error_distribution(vals, dummy, entry["label"], fig_dir / f"error_distribution_{key}.png")
+            if not entry["ablation"]:
+                violins[entry["label"].split(" (")[0]] = vals
+        name = self._results["meta"]["dataset"]["name"]
+        figures.violin(violins, fig_dir / "violin_coord_mae.png",
+                       f"{name}: per-structure coordinate MAE (seed {self.seeds[0]})")
+
+    # ------------------------------------------------------------------ CHGNet
+    def _reference_model(self) -> torch.nn.Module | None:
+        from e3relax.engine.checkpoint import model_from_checkpoint
+
+        entry = self._results["models"].get(REFERENCE_MODEL)
+        if not entry or not entry["seeds"]:
+            return None
+        run_dir = Path(next(iter(entry["seeds"].values()))["run_dir"])
+        ckpt = run_dir / "checkpoints" / "best.pt"
+        ckpt = ckpt if ckpt.exists() else run_dir / "checkpoints" / "last.pt"
+        return model_from_checkpoint(ckpt, weights="ema", device="cpu")[0]
+
+    def _chgnet_phase(self, test_ds: Any) -> None:
+        from e3relax.benchmark.chgnet_compare import energy_check, relax_and_score, score
+
+        try:
+            import chgnet
+        except ImportError:
+            log.warning("CHGNet is not installed (pip install 'e3relax[chgnet]'); skipping the CHGNet comparison")
+            return
+        sub = subset(test_ds, self.chgnet)
+        ref_model = self._reference_model()
+        dummy = dummy_predictions(sub)
+        log.info("CHGNet + FIRE on the first %d test structures (fmax %.3g eV/Å)", len(dummy.ids), self.fmax)
+        fire = relax_and_score(dummy.inputs, dummy.references, self.fmax, self.chgnet_max_steps)
+        n = len(dummy.ids)
+        rows = [("Dummy (unrelaxed input)", {k: float(np.mean(v)) for k, v in dummy.metrics.items()}, None)]
+        chg_ms = 1e3 * float(np.mean(fire["seconds"]))
+        e3_ms = math.nan
+        if ref_model is not None:
+            e3 = predict(ref_model, sub, torch.device("cpu"), torch.float32, self.budget.batch_size)
+            first = next(iter(self._results["models"][REFERENCE_MODEL]["seeds"].values()))
+            e3_ms = first["timing"]["batch1_ms"]
+            rows.append((f"E3Relax (seed {self.seeds[0]})", {k: float(np.mean(v)) for k, v in e3.metrics.items()}, e3_ms))
+        rows.append(("CHGNet + FIRE", {k: float(np.mean(v)) for k, v in fire["metrics"].items()}, chg_ms))
+        if ref_model is not None:
+            energy = energy_check(dummy.inputs, dummy.references, e3.structures, fire["steps"], fire["converged"],
+                                  self.fmax, self.chgnet_max_steps)
+            hybrid = score(energy["structures_from_predicted"], dummy.references)
+            hybrid_ms = e3_ms + 1e3 * float(np.mean(energy["seconds_from_predicted"]))
+            rows.append(("E3Relax → CHGNet + FIRE", {k: float(np.mean(v)) for k, v in hybrid.items()}, hybrid_ms))
+            self._results["energy"] = self._energy_summary(energy, n)
+        import chgnet as chgnet_pkg
+
+        self._results["chgnet"] = {
+            "num_structures": n, "fmax": self.fmax, "max_steps": self.chgnet_max_steps,
+            "chgnet_version": getattr(chgnet_pkg, "__version__", "?"),
+            "converged": int(np.sum(fire["converged"])), "metrics": rows[-2 if ref_model is not None else -1][1],
+            "seconds_per_structure": float(np.mean(fire["seconds"])), "steps_mean": float(np.mean(fire["steps"])),
+            "time_ratio": chg_ms / e3_ms if e3_ms and not math.isnan(e3_ms) else math.nan, "rows": rows,
+            "ids": dummy.ids}
+
+    @staticmethod
+    def _energy_summary(e: dict[str, Any], n: int) -> dict[str, Any]:
+        return {"num_structures": n, "e_unrelaxed": float(np.mean(e["e_unrelaxed"])),
+                "e_reference": float(np.mean(e["e_reference"])), "e_predicted": float(np.mean(e["e_predicted"])),
+                "de_unrelaxed": float(np.mean(np.abs(e["e_unrelaxed"] - e["e_reference"]))),
+                "de_predicted": float(np.mean(np.abs(e["e_predicted"] - e["e_reference"]))),
+                "steps_from_unrelaxed_mean": float(np.mean(e["steps_from_unrelaxed"])),
+                "steps_from_unrelaxed_median": float(np.median(e["steps_from_unrelaxed"])),
+                "steps_from_predicted_mean": float(np.mean(e["steps_from_predicted"])),
+                "steps_from_predicted_median": float(np.median(e["steps_from_predicted"])),
+                "converged_from_unrelaxed": int(np.sum(e["converged_from_unrelaxed"])),
+                "converged_from_predicted": int(np.sum(e["converged_from_predicted"])),
+                "per_structure": {k: np.asarray(v).tolist() for k, v in e.items() if k != "structures_from_predicted"}}
+
+    def markdown(self, results: dict[str, Any] | None = None) -> str:
+        return tables.render(results or self._results)

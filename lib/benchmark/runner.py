@@ -1,0 +1,96 @@
+"""Train one model under the shared budget, then test it: metrics, matching, timing, parameters."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from e3relax.benchmark import budget as budget_mod
+from e3relax.benchmark.budget import Budget
+from e3relax.benchmark.predict import Predictions, count_parameters, predict, subset, time_inference
+from e3relax.benchmark.suite import ModelRun
+from e3relax.engine.config import merge, resolve_config
+
+__all__ = ["engine_config", "train_model", "test_model", "match_summary", "convergence"]
+
+log = logging.getLogger(__name__)
+
+
+def engine_config(run: ModelRun, seed: int, splits: Mapping[str, Path], budget: Budget, run_dir: Path,
+                  device: str, dtype: str = "float32", progress_bar: bool = False) -> dict[str, Any]:
+    """The resolved engine config of one (model, seed): the model's own config + the shared budget."""
+    user = merge(run.config, budget.engine_config(), strict=False)
+    user = merge(user, {
+        "run_dir": str(run_dir), "seed": int(seed), "device": device, "dtype": dtype,
+        "data": {"train": str(splits["train"]), "val": str(splits["val"]), "num_workers": 0},
+        "log": {"progress_bar": progress_bar, "figures": False, "tensorboard": True},
+        "hooks": [budget_mod.HOOK_PATH],
+    }, strict=False)
+    return resolve_config(user)
+
+
+def convergence(history: list[tuple[int, float]], tolerance: float = 0.01) -> dict[str, Any]:
+    """Did validation stop improving within the budget?
+
+    ``converged`` is False when the best validation coordinate MAE came at the last evaluation and
+    improved on the previous best by more than ``tolerance`` (relative): the model was still
+    learning when the budget ran out.
+    """
+    if not history:
+        return {"converged": False, "best_step": None, "best_val": math.nan, "evaluations": 0}
+    vals = [v for _, v in history]
+    best = int(np.nanargmin(vals))
+    still = best == len(vals) - 1 and (len(vals) == 1 or vals[-1] < (1 - tolerance) * min(vals[:-1]))
+    return {"converged": not still, "best_step": history[best][0], "best_val": vals[best],
+            "evaluations": len(vals)}
+
+
+def train_model(run: ModelRun, seed: int, splits: Mapping[str, Path], budget: Budget, run_dir: Path,
+                device: str, dtype: str = "float32", progress_bar: bool = False) -> tuple[torch.nn.Module, dict]:
+    """Train ``run`` with ``seed`` under ``budget``; return the best-validation EMA model and a record."""
+    from e3relax.engine.checkpoint import model_from_checkpoint
+    from e3relax.engine.trainer import train
+
+    config = engine_config(run, seed, splits, budget, run_dir, device, dtype, progress_bar)
+    budget_mod.set_wall_limit(budget.wall_s)
+    t0 = time.perf_counter()
+    summary = train(config) or {}
+    seconds = time.perf_counter() - t0
+    state = dict(budget_mod.RUN_STATE)
+    best = run_dir / "checkpoints" / "best.pt"
+    ckpt = best if best.exists() else run_dir / "checkpoints" / "last.pt"
+    model, _ = model_from_checkpoint(ckpt, weights="ema", device=device if device != "auto" else "cpu")
+    record = {"train_seconds": seconds, "steps": int(summary.get("iteration") or state.get("iterations") or 0),
+              "wall_budget_hit": bool(state.get("wall_budget_hit")), "checkpoint": ckpt.name,
+              "val_history": [list(h) for h in state.get("history", [])],
+              "structures_per_s": summary.get("structures_per_s"), **convergence(state.get("history", []))}
+    return model, record
+
+
+def match_summary(preds: Predictions, limit: int | None) -> tuple[dict[str, float], int]:
+    """StructureMatcher match rates (strict, loose) and space-group agreement on the first ``limit``."""
+    from e3relax.metrics import match_metrics
+
+    n = len(preds.structures) if limit is None else min(limit, len(preds.structures))
+    if n == 0:
+        return {}, 0
+    m = match_metrics(preds.structures[:n], preds.references[:n])
+    return {"match_strict": float(np.mean(m["match_strict"])), "match_loose": float(np.mean(m["match_loose"])),
+            "spg_match": float(np.mean(m["spg_match"]))}, n
+
+
+def test_model(model: torch.nn.Module, test_ds: Any, device: torch.device, batch_size: int,
+               match_limit: int | None, timing_structures: int = 32) -> tuple[Predictions, dict[str, Any]]:
+    """Predict the test set; summarise metrics, matching, timing and size."""
+    preds = predict(model, test_ds, device, torch.float32, batch_size)
+    summary = {k: float(np.nanmean(v)) for k, v in preds.metrics.items()}
+    match, n_match = match_summary(preds, match_limit)
+    timing = time_inference(model, subset(test_ds, timing_structures), device, torch.float32,
+                            timing_structures, batch_size)
+    return preds, {"metrics": summary, "match": match, "match_structures": n_match, "timing": timing,
+                   "parameters": count_parameters(model), "test_structures": len(preds.ids)}

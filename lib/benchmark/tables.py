@@ -1,0 +1,202 @@
+"""Tables of a comparison in the paper's format (Tables 1-3), plus efficiency, CHGNet and energy tables.
+
+``results`` is the JSON-able document the comparison writes (``results.json``)::
+
+    {"models": {key: {"label", "ablation", "seeds": {seed: record}}}, "dummy": {...},
+     "chgnet": {...} | None, "energy": {...} | None, "meta": {...}}
+
+where a seed record holds ``metrics`` (test means), ``match``, ``timing``, ``parameters``,
+``train_seconds``, ``steps``, ``converged``... (:mod:`e3relax.benchmark.runner`).
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from e3relax.benchmark.suite import REFERENCE_MODEL, SAME_ARCHITECTURE
+from e3relax.metrics import MAE_POS, MAE_VOL, SHAPE_DEV
+
+__all__ = ["COLUMNS", "aggregate", "main_rows", "improvement", "markdown_table", "write_csv", "render"]
+
+#: (key, header) of the accuracy columns; the first three are the paper's, lower is better for them
+COLUMNS = ((MAE_POS, "Coord. MAE (Å)"), (SHAPE_DEV, "Shape dev. (Å²)"), (MAE_VOL, "Volume MAE (Å³)"),
+           ("match_strict", "Match strict"), ("match_loose", "Match loose"), ("spg_match", "Space group agree"))
+_LOWER_BETTER = (MAE_POS, SHAPE_DEV, MAE_VOL)
+
+
+def _values(seeds: Mapping[str, Mapping[str, Any]], key: str) -> list[float]:
+    out = []
+    for rec in seeds.values():
+        v = rec.get("metrics", {}).get(key, rec.get("match", {}).get(key))
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            out.append(float(v))
+    return out
+
+
+def aggregate(seeds: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[float, float, int]]:
+    """``{column: (mean, sample std (NaN for one seed), number of seeds)}`` over the seed records."""
+    out = {}
+    for key, _ in COLUMNS:
+        v = _values(seeds, key)
+        mean = float(np.mean(v)) if v else math.nan
+        std = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
+        out[key] = (mean, std, len(v))
+    return out
+
+
+def _fmt(mean: float, std: float, digits: int = 4) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def main_rows(results: Mapping[str, Any], ablation: bool = False) -> list[tuple[str, str, dict]]:
+    """``(key, label, aggregate)`` of the models (or the ablations) in table order."""
+    rows = []
+    for key, entry in results["models"].items():
+        if bool(entry.get("ablation")) == ablation:
+            rows.append((key, entry["label"], aggregate(entry["seeds"])))
+    return rows
+
+
+def improvement(rows: Sequence[tuple[str, str, dict]]) -> tuple[dict[str, float], dict[str, str]]:
+    """Relative improvement (%) of E3Relax over the second best (best other baseline) per paper column.
+
+    Returns:
+        ({column: percent (positive: E3Relax better)}, {column: label of that baseline}).
+    """
+    ref = next((agg for key, _, agg in rows if key == REFERENCE_MODEL), None)
+    others = [(label, agg) for key, label, agg in rows if key != REFERENCE_MODEL and key not in SAME_ARCHITECTURE]
+    pct, who = {}, {}
+    if ref is None or not others:
+        return pct, who
+    for key, _ in COLUMNS:
+        cands = [(agg[key][0], label) for label, agg in others if not math.isnan(agg[key][0])]
+        if not cands or math.isnan(ref[key][0]):
+            continue
+        lower = key in _LOWER_BETTER
+        best, label = min(cands) if lower else max(cands)
+        if best == 0:
+            continue
+        pct[key] = 100.0 * ((best - ref[key][0]) / best if lower else (ref[key][0] - best) / best)
+        who[key] = label
+    return pct, who
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _accuracy_table(results: Mapping[str, Any], ablation: bool) -> str:
+    rows = main_rows(results, ablation)
+    body = [[label, *(_fmt(*agg[k][:2]) for k, _ in COLUMNS)] for _, label, agg in rows]
+    if not ablation:
+        dummy = results["dummy"]
+        body.append(["Dummy", *(_fmt(dummy.get(k, math.nan), math.nan) for k, _ in COLUMNS)])
+        pct, who = improvement(rows)
+        if pct:
+            body.append(["Improvement (E3Relax vs second best)",
+                         *(f"{pct[k]:+.1f}% (vs {who[k]})" if k in pct else "n/a" for k, _ in COLUMNS)])
+        ch = results.get("chgnet")
+        if ch:
+            body.append([f"CHGNet + FIRE (first {ch['num_structures']} test structures)†",
+                         *(_fmt(ch["metrics"].get(k, math.nan), math.nan) for k, _ in COLUMNS)])
+    return markdown_table(["Model", *(h for _, h in COLUMNS)], body)
+
+
+def _efficiency_table(results: Mapping[str, Any]) -> str:
+    body = []
+    for key, entry in results["models"].items():
+        seeds = list(entry["seeds"].values())
+        if not seeds:
+            continue
+        first = seeds[0]
+        t = first["timing"]
+        conv = sum(bool(s.get("converged")) for s in seeds)
+        body.append([entry["label"], f"{first['parameters']:,}", f"{np.mean([s['train_seconds'] for s in seeds]):.0f}",
+                     "/".join(str(s["steps"]) for s in seeds), f"{t['batch1_ms']:.1f}", f"{t['batched_ms']:.1f}",
+                     f"{conv}/{len(seeds)}"])
+    return markdown_table(["Model", "Parameters", "Train time (s, mean)", "Steps (per seed)",
+                           "Inference ms/structure (batch 1)", "Inference ms/structure (batched)",
+                           "Converged in budget (seeds)"], body)
+
+
+def _chgnet_table(results: Mapping[str, Any]) -> str:
+    ch = results["chgnet"]
+    body = []
+    for label, m, ms in ch["rows"]:
+        body.append([label, *(_fmt(m.get(k, math.nan), math.nan) for k in (MAE_POS, SHAPE_DEV, MAE_VOL)),
+                     "n/a" if ms is None else f"{ms:.1f}"])
+    return markdown_table(["Method (same structures)", "Coord. MAE (Å)", "Shape dev. (Å²)", "Volume MAE (Å³)",
+                           "Time ms/structure"], body)
+
+
+def _energy_table(results: Mapping[str, Any]) -> str:
+    e = results["energy"]
+    body = [["Unrelaxed input", f"{e['e_unrelaxed']:.4f}", f"{e['de_unrelaxed']:.4f}",
+             f"{e['steps_from_unrelaxed_mean']:.1f} (median {e['steps_from_unrelaxed_median']:.0f}; "
+             f"{e['converged_from_unrelaxed']}/{e['num_structures']} converged)"],
+            ["Reference (DFT) relaxed", f"{e['e_reference']:.4f}", "0", "n/a"],
+            ["E3Relax prediction", f"{e['e_predicted']:.4f}", f"{e['de_predicted']:.4f}",
+             f"{e['steps_from_predicted_mean']:.1f} (median {e['steps_from_predicted_median']:.0f}; "
+             f"{e['converged_from_predicted']}/{e['num_structures']} converged)"]]
+    return markdown_table(["Structure", "CHGNet E (eV/atom, mean)", "mean |E - E_ref| (eV/atom)",
+                           "CHGNet FIRE steps to converge"], body)
+
+
+def render(results: Mapping[str, Any]) -> str:
+    """The markdown of ``results.md``."""
+    meta = results["meta"]
+    parts = [f"# Comparison on {meta['dataset']['name']} ({meta['dataset']['source']})", "",
+             f"Test structures: {meta['test_structures']}; seeds: {', '.join(map(str, meta['seeds']))}; "
+             f"budget per model: {meta['budget_text']}; device: {meta['device']}.",
+             "Means over test structures; ± is the sample standard deviation over seeds. Match rates: "
+             f"pymatgen StructureMatcher (strict: ltol 0.05, stol 0.05, 1°; loose: 0.2, 0.3, 5°; no volume "
+             f"scaling) and spglib space groups (symprec 0.1) on the first {meta['match_structures']} test "
+             "structures.", "", "## Accuracy (paper Tables 1-2)", "", _accuracy_table(results, False), ""]
+    if results.get("chgnet"):
+        parts += ["† CHGNet + FIRE is scored on a subset of the test set; see the table below for "
+                  "E3Relax and Dummy on exactly that subset.", ""]
+    if any(e.get("ablation") for e in results["models"].values()):
+        parts += ["## Ablations (paper Table 3)", "", _accuracy_table(results, True), ""]
+    parts += ["## Size, training and inference", "", _efficiency_table(results), "",
+              "A seed counts as not converged when its best validation came at its last evaluation and was "
+              "still more than 1% better than every earlier one.", ""]
+    if results.get("chgnet"):
+        ch = results["chgnet"]
+        parts += [f"## Against iterative relaxation (first {ch['num_structures']} test structures)", "",
+                  f"CHGNet {ch['chgnet_version']} (pretrained weights from its wheel) with ASE FIRE and a "
+                  f"Frechet cell filter, fmax {ch['fmax']} eV/Å, at most {ch['max_steps']} steps "
+                  f"({ch['converged']}/{ch['num_structures']} converged). E3Relax time is batch-1 inference; "
+                  f"CHGNet+FIRE takes {ch['time_ratio']:.0f}x as long per structure.", "", _chgnet_table(results), ""]
+    if results.get("energy"):
+        parts += ["## Energy check (paper Fig. 5)", "", _energy_table(results), ""]
+    return "\n".join(parts)
+
+
+def write_csv(results: Mapping[str, Any], path: str | Path) -> None:
+    """``results.csv``: one row per model (incl. Dummy, improvement, CHGNet) with mean and std per column."""
+    header = ["model", "key", "table", "num_seeds"] + [f"{k}_{s}" for k, _ in COLUMNS for s in ("mean", "std")]
+    with Path(path).open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for ablation in (False, True):
+            for key, label, agg in main_rows(results, ablation):
+                n = max(a[2] for a in agg.values())
+                w.writerow([label, key, "table3" if ablation else "table1", n,
+                            *(f"{x:.6g}" for k, _ in COLUMNS for x in agg[k][:2])])
+        w.writerow(["Dummy", "dummy", "table1", "", *(f"{x:.6g}" for k, _ in COLUMNS
+                                                        for x in (results["dummy"].get(k, math.nan), math.nan))])
+        pct, _ = improvement(main_rows(results, False))
+        w.writerow(["Improvement % (E3Relax vs second best)", "improvement", "table1", "",
+                    *(f"{x:.6g}" for k, _ in COLUMNS for x in (pct.get(k, math.nan), math.nan))])
+        if results.get("chgnet"):
+            ch = results["chgnet"]["metrics"]
+            w.writerow(["CHGNet + FIRE (subset)", "chgnet_fire", "table1", "",
+                        *(f"{x:.6g}" for k, _ in COLUMNS for x in (ch.get(k, math.nan), math.nan))])

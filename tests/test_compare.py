@@ -1,0 +1,153 @@
+"""benchmarks/compare_baselines.py end to end on a tiny generated poscar_pairs dataset, plus its pieces.
+
+The end-to-end test converts 24 generated pairs on the fly, trains two tiny models and the three
+E3Relax ablations for a few steps, runs CHGNet + FIRE on two structures, and checks every output
+file and table row.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from data_fixtures import poscar_text, random_atoms, relax_like
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "compare_baselines.py"
+CONFIGS = REPO / "benchmarks" / "configs"
+
+TINY = {
+    "e3relax_cpu.yaml": {"model": {"name": "e3relax", "hidden_channels": 8, "num_layers": 2, "num_rbf": 8,
+                                   "rbf_cutoff": 10.0},
+                         "loss": {"name": "layerwise", "pos_term": "euclidean"}, "optim": {"lr": 1.0e-3}},
+    "painn_cpu.yaml": {"model": {"name": "painn", "hidden_channels": 8, "num_layers": 1, "num_rbf": 8,
+                                 "cutoff": 6.0, "displacement_head": {"name": "gated_displacement"},
+                                 "lattice_head": {"name": "deeprelax_lattice"}},
+                       "loss": {"name": "layerwise", "pos_term": "euclidean"}, "optim": {"lr": 1.0e-3}},
+}
+
+
+def _write_dataset(root: Path, n: int = 24, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for side in ("unrelaxed", "relaxed"):
+        (root / side).mkdir(parents=True)
+    for k in range(n):
+        a = random_atoms(rng, "NaCl" if k % 2 else "MgO", n=2 + k % 3)
+        (root / "unrelaxed" / f"POSCAR_s{k:02d}").write_text(poscar_text(a))
+        (root / "relaxed" / f"POSCAR_s{k:02d}").write_text(poscar_text(relax_like(a, rng)))
+
+
+def _write_configs(folder: Path) -> None:
+    folder.mkdir()
+    for name, cfg in TINY.items():
+        (folder / name).write_text(yaml.safe_dump(cfg))
+    for path in [CONFIGS / "e3relax.yaml", *sorted(CONFIGS.glob("e3relax_no_*.yaml"))]:
+        shutil.copy(path, folder / path.name)
+
+
+@pytest.fixture(scope="module")
+def compare_run(tmp_path_factory):
+    pytest.importorskip("chgnet")
+    tmp = tmp_path_factory.mktemp("compare")
+    _write_dataset(tmp / "src")
+    _write_configs(tmp / "configs")
+    out = tmp / "out"
+    cmd = [sys.executable, str(SCRIPT), "--data", str(tmp / "src"), "--layout", "poscar_pairs",
+           "--data-cache", str(tmp / "cache"), "--split-ratio", "2:1:1", "--models", "e3relax,painn",
+           "--ablations", "--config-dir", str(tmp / "configs"), "--steps", "4", "--eval-every", "2",
+           "--batch-size", "4", "--seeds", "0,1", "--chgnet", "2", "--chgnet-max-steps", "5",
+           "--timing-structures", "2", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg",
+                               "HOME": str(tmp)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_compare_end_to_end_files(compare_run):
+    out, stdout = compare_run
+    for name in ("results.md", "results.csv", "results.json", "results_per_seed.csv",
+                 "figures/violin_coord_mae.png", "per_structure/dummy.csv"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for key in ("e3relax", "painn", "e3relax_no_lattice_nodes", "e3relax_no_refinement", "e3relax_no_self_image"):
+        assert (out / "figures" / f"error_distribution_{key}.png").is_file(), key
+        for seed in (0, 1):
+            run = out / "runs" / f"{key}_s{seed}"
+            assert list((run / "tb").glob("events.out.tfevents.*")), f"no TensorBoard events in {run}"
+            assert (out / "per_structure" / f"{key}_s{seed}.csv").is_file()
+    assert "| E3Relax |" in stdout and "| Dummy |" in stdout  # the table is printed
+
+
+def test_compare_tables_rows(compare_run):
+    out, _ = compare_run
+    md = (out / "results.md").read_text()
+    for row in ("| E3Relax |", "| PaiNN |", "| Dummy |", "| Improvement (E3Relax vs second best) |",
+                "| CHGNet + FIRE (first 2 test structures)† |", "| E3Relax w/o lattice nodes |",
+                "| E3Relax w/o refinement |", "| E3Relax w/o self-connecting edges |", "## Ablations (paper Table 3)",
+                "## Energy check (paper Fig. 5)", "| E3Relax → CHGNet + FIRE |", "| Unrelaxed input |"):
+        assert row in md, row
+    assert " ± " in md  # spread over the two seeds
+    with (out / "results.csv").open() as fh:
+        rows = {r["key"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == {"e3relax", "painn", "e3relax_no_lattice_nodes", "e3relax_no_refinement",
+                         "e3relax_no_self_image", "dummy", "improvement", "chgnet_fire"}
+    assert rows["e3relax"]["num_seeds"] == "2" and rows["e3relax_no_refinement"]["table"] == "table3"
+    with (out / "results_per_seed.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == 10  # 5 models x 2 seeds
+
+
+def test_compare_json_consistent(compare_run):
+    out, _ = compare_run
+    doc = json.loads((out / "results.json").read_text())
+    sizes = doc["meta"]["split_sizes"]
+    assert sum(sizes.values()) == 24 and doc["meta"]["test_structures"] == sizes["test"]
+    rec = doc["models"]["e3relax"]["seeds"]["0"]
+    assert rec["steps"] == 4 and rec["parameters"] > 0 and rec["timing"]["batch1_ms"] > 0
+    assert [h[0] for h in rec["val_history"]] == [2, 4]
+    # the test metrics in the JSON are the means of the per-structure CSV
+    with (out / "per_structure" / "e3relax_s0.csv").open() as fh:
+        col = [float(r["mae_pos"]) for r in csv.DictReader(fh)]
+    assert len(col) == sizes["test"] and math.isclose(np.mean(col), rec["metrics"]["mae_pos"], rel_tol=1e-4)
+    # Dummy's coordinate MAE equals the mean displacement of the labels from the input
+    assert doc["dummy"]["mae_pos"] > 0
+    ch = doc["chgnet"]
+    assert ch["num_structures"] == 2 and all(s <= 5 for s in doc["energy"]["per_structure"]["steps_from_unrelaxed"])
+
+
+def test_improvement_row_uses_best_other_baseline():
+    from e3relax.benchmark.tables import improvement
+
+    agg = lambda c, m: {"mae_pos": (c, math.nan, 1), "shape_dev": (1.0, math.nan, 1), "mae_vol": (1.0, math.nan, 1),
+                        "match_strict": (m, math.nan, 1), "match_loose": (m, math.nan, 1), "spg_match": (m, math.nan, 1)}
+    rows = [("e3relax", "E3Relax", agg(0.5, 0.6)), ("painn", "PaiNN", agg(1.0, 0.5)),
+            ("egnn", "EGNN", agg(0.8, 0.3)), ("relax_net", "RelaxNet", agg(0.1, 0.9))]
+    pct, who = improvement(rows)
+    assert who["mae_pos"] == "EGNN" and math.isclose(pct["mae_pos"], 37.5)  # RelaxNet is E3Relax itself
+    assert who["match_strict"] == "PaiNN" and math.isclose(pct["match_strict"], 20.0)
+
+
+def test_convergence_flag():
+    from e3relax.benchmark.runner import convergence
+
+    assert not convergence([(50, 1.0), (100, 0.8)])["converged"]  # still improving at the end
+    assert convergence([(50, 1.0), (100, 0.8), (150, 0.81)])["converged"]
+    assert convergence([(50, 1.0), (100, 0.995)])["converged"]  # under 1% better: plateau
+    assert not convergence([])["converged"]
+
+
+def test_ablation_configs_are_resized(tmp_path):
+    from e3relax.benchmark.suite import ablation_runs
+
+    _write_configs(tmp_path / "configs")
+    runs = {r.key: r for r in ablation_runs(tmp_path / "configs")}
+    assert runs["e3relax_no_refinement"].config["model"] == {**TINY["e3relax_cpu.yaml"]["model"], "progressive": False}
+    assert runs["e3relax_no_lattice_nodes"].config["model"]["lattice_nodes"] is False
+    assert runs["e3relax_no_self_image"].config["model"]["hidden_channels"] == 8
