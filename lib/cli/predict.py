@@ -1,0 +1,136 @@
+"""``e3relax predict`` (relax your own structures) and ``e3relax pretrained`` (what ships).
+
+Examples::
+
+    e3relax predict my_cifs/ POSCAR_* data.extxyz --checkpoint pnictides --out relaxed/
+    e3relax predict structures/ --checkpoint runs/mine/checkpoints/best.pt --out out --format vasp
+    e3relax predict slab.cif --checkpoint srnbh --out out --refine chgnet --fmax 0.05
+    e3relax pretrained
+
+Each relaxed structure is written as ``OUT/<input stem>.<format>`` (``<stem>_<i>`` for the i-th
+structure of a multi-structure file), same atom order as the input, and ``OUT/summary.csv`` gives
+per structure: id, atoms, predicted volume change, largest displacement, shortest distance,
+ensemble uncertainty, flags. A bad file is reported and skipped; the exit status is 1 if any
+input failed, 0 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "run_predict", "run_pretrained"]
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("predict", help="relax structure files with a trained or pretrained model",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns (CIF, POSCAR/CONTCAR, extxyz)")
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help="checkpoint file, run folder or pretrained name (e3relax pretrained); repeat for an ensemble")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", default="cif", choices=["cif", "vasp", "extxyz"], help="output format; default cif")
+    p.add_argument("--batch-size", type=int, default=16, help="structures per forward pass; default 16")
+    p.add_argument("--device", default="cpu", help="cpu | auto | cuda | cuda:N; default cpu")
+    p.add_argument("--no-ensemble", action="store_true", help="use only the first member of an ensemble (no uncertainty)")
+    p.add_argument("--deform-vacuum", action="store_true",
+                   help="also apply the predicted strain along vacuum / non-periodic directions")
+    p.add_argument("--vacuum-threshold", type=float, default=7.0,
+                   help="an empty gap wider than this (A) is vacuum; negative: only pbc False counts")
+    p.add_argument("--refine", choices=["chgnet"], default=None, help="polish each prediction with CHGNet + FIRE")
+    p.add_argument("--fmax", type=float, default=0.05, help="refinement force threshold (eV/A); default 0.05")
+    p.add_argument("--max-steps", type=int, default=500, help="refinement FIRE step cap; default 500")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_predict)
+    q = subparsers.add_parser("pretrained", help="list the pretrained checkpoints that ship with e3relax")
+    q.set_defaults(func=run_pretrained)
+    return p
+
+
+def run_pretrained(args: argparse.Namespace) -> int:
+    from e3relax.predict_pretrained import PRETRAINED_DIR, pretrained_index
+
+    index = pretrained_index()
+    if not index:
+        print("no pretrained checkpoints ship with this installation")
+        return 0
+    for name, entry in sorted(index.items()):
+        size = sum((PRETRAINED_DIR / m).stat().st_size for m in entry["members"] if (PRETRAINED_DIR / m).exists())
+        print(f"{name}: {entry.get('description', '')}")
+        print(f"    members: {len(entry['members'])} ({size / 1e6:.1f} MB), model card: "
+              f"{PRETRAINED_DIR / entry.get('card', name + '.md')}")
+        for k, v in (entry.get("metrics") or {}).items():
+            print(f"    {k}: {v}")
+    return 0
+
+
+def _refine(result: dict[str, Any], fmax: float, max_steps: int) -> None:
+    from e3relax.chgnet_tools import chgnet_relax
+    from e3relax.structures import as_atoms
+
+    atoms = as_atoms(result["final_structure"])
+    r = chgnet_relax(atoms, fmax=fmax, max_steps=max_steps)
+    result["final_structure"] = r.atoms
+    result["refine_steps"], result["refine_converged"] = r.steps, r.converged
+
+
+def _progress(total: int, disable: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="structure", disable=disable, desc="predict")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from e3relax.predict import Relaxer
+    from e3relax.predict_io import find_inputs, iter_items, output_names, write_structure, write_summary
+
+    files, problems = find_inputs(args.inputs)
+    failures: list[dict[str, Any]] = []
+    for spec, reason in problems:
+        log.error("input %s: %s", spec, reason)
+        failures.append({"id": spec, "input": spec, "error": reason})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    relaxer = Relaxer.from_checkpoint(args.checkpoint, device=args.device, ensemble=not args.no_ensemble)
+    names = output_names(files)
+    rows: list[dict[str, Any]] = []
+    meta: dict[str, dict[str, Any]] = {}
+
+    def items():
+        for sid, atoms, row in iter_items(files, names, failures):
+            meta[sid] = row
+            yield sid, atoms
+
+    thr = args.vacuum_threshold if args.vacuum_threshold >= 0 else None
+    bar = _progress(len(files), args.no_progress)
+    done_files: set[str] = set()
+    for res in relaxer.iter_relax(items(), batch_size=args.batch_size, deform_vacuum=args.deform_vacuum,
+                                  vacuum_threshold=thr):
+        row = meta.pop(res["id"])
+        row.update({k: v for k, v in res.items() if k not in ("final_structure", "trajectory")})
+        row["atoms"] = res.get("num_atoms")
+        if "error" not in res:
+            try:
+                if args.refine == "chgnet":
+                    _refine(res, args.fmax, args.max_steps)
+                info = {k: row.get(k) for k in ("uncertainty", "volume_change", "refine_steps")}
+                row["output"] = str(write_structure(res["final_structure"], out, row["name"], args.format, info))
+            except Exception as exc:  # noqa: BLE001 - one bad structure must not stop the rest
+                row["error"] = f"{type(exc).__name__}: {exc}"
+        if "error" in row and row["error"]:
+            log.error("structure %s: %s", row["id"], row["error"])
+            failures.append(row)
+        else:
+            rows.append(row)
+        if row["input"] not in done_files:
+            done_files.add(row["input"])
+            bar.update(1)
+    bar.update(len(files) - bar.n)
+    bar.close()
+    summary = write_summary(rows + failures, out / "summary.csv")
+    flagged = sum(bool(r.get("unphysical")) for r in rows)
+    log.info("%d structures relaxed (%d flagged), %d failed; summary: %s", len(rows), flagged, len(failures), summary)
+    return 1 if failures else 0

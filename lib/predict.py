@@ -1,0 +1,265 @@
+"""Relax structures with a trained model: the :class:`Relaxer` Python API.
+
+Example::
+
+    from e3relax.predict import Relaxer
+    relaxer = Relaxer.from_checkpoint("pnictides")          # shipped, or a .pt / run folder
+    result = relaxer.relax(atoms, return_trajectory=True)   # ase.Atoms or pymatgen Structure
+    relaxed = result["final_structure"]                     # same type as the input
+    result["uncertainty"], result["flags"], result["trajectory"].cells
+
+``relax`` mirrors the result of CHGNet's / MatGL's ``relax()``: a dict with ``final_structure``
+and ``trajectory`` (here one frame per model layer: the input, then each refinement step).
+With several checkpoints (a shipped ensemble) the prediction is the members' mean and
+``uncertainty`` their spread: the RMS distance of the members' final positions from the mean (A).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from e3relax import keys
+from e3relax.predict_geometry import SanityLimits, close_contacts, keep_vacuum, min_distance, sanity_flags, \
+    vacuum_directions
+from e3relax.structures import as_atoms, to_structure
+
+__all__ = ["Relaxer", "RelaxTrajectory", "structure_like"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RelaxTrajectory:
+    """Per-layer trajectory of one prediction (frame 0 = input, last = the prediction).
+
+    Attributes mirror CHGNet's ``TrajectoryObserver`` where they exist: ``atom_positions``
+    (list of [N, 3]), ``cells`` (list of [3, 3]), ``atomic_number`` ([N]); there are no energies or
+    forces, the model predicts geometry only.
+    """
+
+    atom_positions: list[np.ndarray]
+    cells: list[np.ndarray]
+    atomic_number: np.ndarray
+    pbc: np.ndarray = field(default_factory=lambda: np.ones(3, dtype=bool))
+
+    def __len__(self) -> int:
+        return len(self.atom_positions)
+
+    def to_atoms(self) -> list:
+        """The frames as ``ase.Atoms``."""
+        from e3relax.structures import arrays_to_atoms
+
+        return [arrays_to_atoms(p, c, self.atomic_number, self.pbc) for p, c in zip(self.atom_positions, self.cells)]
+
+
+def structure_like(template: Any, pos: np.ndarray, cell: np.ndarray) -> Any:
+    """A copy of ``template`` (Atoms or Structure) with new Cartesian positions and cell, same atom order."""
+    from ase import Atoms
+
+    if isinstance(template, Atoms):
+        out = template.copy()
+        out.set_cell(cell, scale_atoms=False)
+        out.set_positions(pos)
+        out.calc = None
+        return out
+    from pymatgen.core import Lattice, Structure
+
+    if isinstance(template, Structure):
+        return Structure(Lattice(cell, pbc=template.lattice.pbc), template.species, pos, coords_are_cartesian=True,
+                         site_properties=template.site_properties, properties=dict(template.properties))
+    raise TypeError(f"expected ase.Atoms or pymatgen Structure, got {type(template).__name__}")
+
+
+class Relaxer:
+    """Predict relaxed structures with one model or an ensemble of models of the same task.
+
+    Args:
+        models: trained models (eval mode), all on ``device`` in ``dtype``.
+        graph: graph-builder settings the models' training data used.
+        limits: when predictions are flagged unphysical.
+        device: torch device.
+        dtype: float precision of the forward pass.
+        names: where each model came from (for logs).
+    """
+
+    def __init__(self, models: Sequence[torch.nn.Module], graph: dict[str, Any], limits: SanityLimits | None = None,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 names: Sequence[str] | None = None) -> None:
+        from e3relax.registry import GRAPHS
+
+        if not models:
+            raise ValueError("Relaxer needs at least one model")
+        self.models = list(models)
+        self.graph_spec = dict(graph)
+        self.graph = GRAPHS.build(dict(graph))
+        self.limits = limits or SanityLimits()
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.names = list(names or [f"model{i}" for i in range(len(models))])
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path | Sequence[str | Path], device: str = "cpu",
+                        dtype: torch.dtype | None = None, weights: str = "ema", ensemble: bool = True,
+                        limits: SanityLimits | None = None) -> "Relaxer":
+        """Load a checkpoint file, run folder or pretrained name (``e3relax pretrained`` lists them).
+
+        Args:
+            checkpoint: path, run folder, pretrained name, or a list of these (an ensemble).
+            device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+            dtype: default: the run's dtype.
+            weights: ``ema`` (default) or ``model``.
+            ensemble: use every member of a pretrained ensemble (False: the first only, faster).
+            limits: flag thresholds; default: the checkpoint's recorded training range.
+        """
+        from e3relax.engine.checkpoint import load_checkpoint, model_weights
+        from e3relax.predict_pretrained import graph_spec, resolve_checkpoints
+        from e3relax.registry import MODELS
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        files = resolve_checkpoints(checkpoint)
+        if not ensemble:
+            files = files[:1]
+        models, graphs, stats = [], [], {}
+        for f in files:
+            ckpt = load_checkpoint(f)
+            config = ckpt["config"]
+            model = MODELS.build(config["model"])
+            model.load_state_dict(model_weights(ckpt, weights))
+            dt = dtype or (torch.float64 if config.get("dtype") == "float64" else torch.float32)
+            models.append(model.to(device=device, dtype=dt).eval())
+            graphs.append(graph_spec(ckpt))
+            stats = stats or dict(ckpt.get("predict") or {})
+        if any(g != graphs[0] for g in graphs[1:]):
+            raise ValueError(f"checkpoints {[str(f) for f in files]} were trained on different graph settings")
+        if limits is None:
+            limits = SanityLimits()
+            if "volume_ratio" in stats:
+                lo, hi = stats["volume_ratio"]
+                limits.volume_ratio = (0.8 * float(lo), 1.25 * float(hi))
+            if len(files) > 1 and stats.get("uncertainty_threshold") is not None:
+                limits.uncertainty = float(stats["uncertainty_threshold"])
+        return cls(models, graphs[0], limits, device, dt, [str(f) for f in files])
+
+    # ------------------------------------------------------------------ prediction
+    @torch.no_grad()
+    def _forward(self, batch: Any) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor | None]:
+        """Ensemble-mean per-layer positions / cells and per-atom spread (None for one model)."""
+        outs = [m(batch) for m in self.models]
+        nl = min(o.num_layers for o in outs)
+        pos = [torch.stack([o.pos[o.num_layers - nl + t] for o in outs]).mean(0) for t in range(nl)]
+        cell = [torch.stack([o.cell[o.num_layers - nl + t] for o in outs]).mean(0) for t in range(nl)]
+        spread = None
+        if len(outs) > 1:
+            final = torch.stack([o.final_pos for o in outs])  # [M, N, 3]
+            spread = (final - final.mean(0)).pow(2).sum(-1).mean(0)  # [N] mean squared distance
+        return pos, cell, spread
+
+    def _finish(self, structure: Any, sid: str, pos_t: list[np.ndarray], cell_t: list[np.ndarray],
+                spread: np.ndarray | None, deform_vacuum: bool, vacuum_threshold: float | None,
+                return_trajectory: bool) -> dict[str, Any]:
+        atoms = as_atoms(structure)
+        pos_u, cell_u = atoms.get_positions(), atoms.cell.array
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        vac = vacuum_directions(pos_u, cell_u, pbc, vacuum_threshold)
+        if not deform_vacuum and vac.any():
+            fixed = [keep_vacuum(p, c, cell_u, vac) for p, c in zip(pos_t, cell_t)]
+            pos_t, cell_t = [f[0] for f in fixed], [f[1] for f in fixed]
+        pos, cell = pos_t[-1], cell_t[-1]
+        vol_in = abs(np.linalg.det(cell_u))
+        ratio = abs(np.linalg.det(cell)) / vol_in if vol_in > 0 else float("nan")
+        unc = None if spread is None else float(np.sqrt(spread.mean()))
+        nclose = close_contacts(pos, cell, pbc, atoms.numbers, self.limits.contact_factor)
+        flags = sanity_flags(nclose, ratio, unc, self.limits)
+        traj = None
+        if return_trajectory:
+            traj = RelaxTrajectory([pos_u] + list(pos_t), [cell_u] + list(cell_t), atoms.numbers.copy(), pbc)
+        return {
+            "final_structure": structure_like(structure, pos, cell),
+            "trajectory": traj,
+            "id": sid,
+            "num_atoms": len(atoms),
+            "volume_change": float(ratio - 1.0),
+            "max_displacement": float(np.linalg.norm(pos - pos_u, axis=1).max()) if len(pos) else 0.0,
+            "min_distance": min_distance(pos, cell, pbc),
+            "uncertainty": unc,
+            "vacuum_directions": [int(k) for k in np.flatnonzero(vac)],
+            "flags": flags,
+            "unphysical": bool(flags),
+        }
+
+    def iter_relax(self, items: Iterable[tuple[str, Any]], batch_size: int = 16, return_trajectory: bool = False,
+                   deform_vacuum: bool = False, vacuum_threshold: float | None = 7.0) -> Iterator[dict[str, Any]]:
+        """Relax ``(id, structure)`` pairs in batches, yielding one result per input in order.
+
+        An input that fails validation yields ``{"id": ..., "error": reason}`` instead.
+        """
+        from e3relax.records import collate, structure_to_data
+
+        pending: list[tuple[str, Any, Any]] = []
+
+        def flush() -> Iterator[dict[str, Any]]:
+            good = [(k, s, x, d) for k, (s, x, d) in enumerate(pending) if not isinstance(d, Exception)]
+            results: dict[int, dict[str, Any]] = {}
+            if good:
+                batch = collate([d for *_, d in good]).to(self.device)
+                for k in (keys.POS_U, keys.CELL_U):
+                    batch[k] = batch[k].to(self.dtype)
+                pos, cell, spread = self._forward(batch)
+                ptr = batch.ptr.tolist()
+                for b, (k, sid, x, _) in enumerate(good):
+                    sl = slice(ptr[b], ptr[b + 1])
+                    results[k] = self._finish(
+                        x, sid, [p[sl].double().cpu().numpy() for p in pos], [c[b].double().cpu().numpy() for c in cell],
+                        None if spread is None else spread[sl].double().cpu().numpy(), deform_vacuum, vacuum_threshold,
+                        return_trajectory)
+            for k, (sid, _, d) in enumerate(pending):
+                yield {"id": sid, "error": str(d)} if isinstance(d, Exception) else results[k]
+            pending.clear()
+
+        for sid, x in items:
+            try:
+                data = structure_to_data(as_atoms(x), self.graph, sid=sid, dtype=self.dtype)
+            except (ValueError, TypeError) as exc:
+                data = exc
+            pending.append((sid, x, data))
+            if sum(not isinstance(d, Exception) for _, _, d in pending) >= batch_size:
+                yield from flush()
+        if pending:
+            yield from flush()
+
+    def relax(self, x: Any, return_trajectory: bool = False, batch_size: int = 16, deform_vacuum: bool = False,
+              vacuum_threshold: float | None = 7.0) -> dict[str, Any] | list[dict[str, Any]]:
+        """Predict the relaxed structure(s) of an ``ase.Atoms``, a pymatgen ``Structure`` or a list.
+
+        Args:
+            x: one structure or a list of structures (types may be mixed; each result keeps its type).
+            return_trajectory: attach a :class:`RelaxTrajectory` (input + one frame per layer).
+            batch_size: structures per forward pass.
+            deform_vacuum: also apply the predicted strain along vacuum / non-periodic directions.
+            vacuum_threshold: an empty gap wider than this (A) marks a vacuum direction; None: only
+                ``pbc`` False does.
+
+        Returns:
+            one result dict per structure: ``final_structure``, ``trajectory`` (or None), ``id``,
+            ``num_atoms``, ``volume_change`` (predicted V/V0 - 1), ``max_displacement`` (A),
+            ``min_distance`` (A), ``uncertainty`` (A; None for one model), ``vacuum_directions``,
+            ``flags`` and ``unphysical``.
+
+        Raises:
+            ValueError / TypeError: for an invalid input, naming it (``structure <index>``).
+        """
+        single = not isinstance(x, (list, tuple))
+        items = [x] if single else list(x)
+        out = []
+        for r in self.iter_relax(((f"structure {i}", s) for i, s in enumerate(items)), batch_size,
+                                 return_trajectory, deform_vacuum, vacuum_threshold):
+            if "error" in r:
+                raise ValueError(r["error"])
+            out.append(r)
+        return out[0] if single else out
