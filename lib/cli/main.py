@@ -14,7 +14,7 @@ import sys
 from e3relax.version import __version__
 
 #: sub-command modules, in the order shown by --help
-SUBCOMMANDS: list[str] = ["e3relax.cli.data", "e3relax.cli.train", "e3relax.cli.evaluate"]
+SUBCOMMANDS: list[str] = ["e3relax.cli.data", "e3relax.cli.train", "e3relax.cli.evaluate", "e3relax.cli.predict"]
 
 
 def build_parser() -> argparse.ArgumentParser:
