@@ -11,7 +11,16 @@ from e3relax.nn.radial import polynomial_envelope
 from e3relax.registry import BLOCKS
 from equivariance import random_orthogonal
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Blocks are checked in float64; the default dtype is restored for other test modules."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
 MINE = ["gaussian_rbf", "bessel_rbf", "atom_embedding", "lattice_node_embedding", "scalar_vector_message",
         "tanh_self_update", "painn_update", "position_update", "lattice_atom_interaction",
         "lattice_node_update", "lattice_update"]
