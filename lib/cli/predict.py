@@ -11,7 +11,7 @@ Each relaxed structure is written as ``OUT/<input stem>.<format>`` (``<stem>_<i>
 structure of a multi-structure file), same atom order as the input, and ``OUT/summary.csv`` gives
 per structure: id, atoms, predicted volume change, largest displacement, shortest distance,
 ensemble uncertainty, flags. A bad file is reported and skipped; the exit status is 1 if any
-input failed, 0 otherwise.
+input failed, 2 if the checkpoint cannot be loaded, 0 otherwise.
 """
 from __future__ import annotations
 
@@ -94,7 +94,11 @@ def run_predict(args: argparse.Namespace) -> int:
         failures.append({"id": spec, "input": spec, "error": reason})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    relaxer = Relaxer.from_checkpoint(args.checkpoint, device=args.device, ensemble=not args.no_ensemble)
+    try:
+        relaxer = Relaxer.from_checkpoint(args.checkpoint, device=args.device, ensemble=not args.no_ensemble)
+    except (FileNotFoundError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
     names = output_names(files)
     rows: list[dict[str, Any]] = []
     meta: dict[str, dict[str, Any]] = {}
@@ -116,6 +120,7 @@ def run_predict(args: argparse.Namespace) -> int:
             try:
                 if args.refine == "chgnet":
                     _refine(res, args.fmax, args.max_steps)
+                    row["refine_steps"], row["refine_converged"] = res["refine_steps"], res["refine_converged"]
                 info = {k: row.get(k) for k in ("uncertainty", "volume_change", "refine_steps")}
                 row["output"] = str(write_structure(res["final_structure"], out, row["name"], args.format, info))
             except Exception as exc:  # noqa: BLE001 - one bad structure must not stop the rest
