@@ -72,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--out", default="results/compare", help="output folder")
     o.add_argument("--resume", action="store_true", help="skip (model, seed) runs already in OUT/results.json")
     o.add_argument("--progress-bar", action="store_true", help="show the engine's per-step progress bar")
+    o.add_argument("--render", action="store_true", help="only rewrite results.md/.csv from OUT/results.json")
     args = p.parse_args(argv)
     zero = args.data is None and args.layout is None
     if args.steps is None and args.epochs is None and args.wall_time is None:
@@ -94,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from e3relax.benchmark.compare import Comparison
 
+    if args.render:
+        from e3relax.benchmark.compare import render_existing
+
+        print(render_existing(Path(args.out)))
+        return 0
     comparison = Comparison.from_args(args)
     results = comparison.run()
     print(comparison.markdown(results))

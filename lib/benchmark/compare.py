@@ -26,7 +26,7 @@ from e3relax.benchmark.runner import match_summary, test_model, train_model
 from e3relax.benchmark.suite import REFERENCE_MODEL, ModelRun, ablation_runs, model_runs
 from e3relax.metrics import MAE_POS
 
-__all__ = ["Comparison", "software_versions"]
+__all__ = ["Comparison", "software_versions", "render_existing"]
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,11 @@ class Comparison:
                     log.info("[%d/%d] %s seed %d: kept from the previous run", done, total, run.label, seed)
                     entry["seeds"][str(seed)] = old
                     continue
-                entry["seeds"][str(seed)] = self._one(run, seed, splits, test_ds, f"[{done}/{total}]")
+                try:
+                    entry["seeds"][str(seed)] = self._one(run, seed, splits, test_ds, f"[{done}/{total}]")
+                except Exception as exc:  # noqa: BLE001 - one failing model must not end the comparison
+                    log.exception("%s seed %d failed; continuing with the next run", run.label, seed)
+                    entry.setdefault("failed", {})[str(seed)] = f"{type(exc).__name__}: {exc}"
                 self._save()
         self._figures()
         if self.chgnet > 0:
@@ -270,12 +274,15 @@ class Comparison:
             self._results["energy"] = self._energy_summary(energy, n)
         import chgnet as chgnet_pkg
 
+        match, _ = match_summary(Predictions(structures=fire["structures"], references=dummy.references), None)
+
         self._results["chgnet"] = {
             "num_structures": n, "fmax": self.fmax, "max_steps": self.chgnet_max_steps,
             "chgnet_version": getattr(chgnet_pkg, "__version__", "?"),
             "converged": int(np.sum(fire["converged"])), "metrics": rows[-2 if ref_model is not None else -1][1],
             "seconds_per_structure": float(np.mean(fire["seconds"])), "steps_mean": float(np.mean(fire["steps"])),
             "time_ratio": chg_ms / e3_ms if e3_ms and not math.isnan(e3_ms) else math.nan, "rows": rows,
+            "match": match,
             "ids": dummy.ids}
 
     @staticmethod
@@ -294,3 +301,15 @@ class Comparison:
 
     def markdown(self, results: dict[str, Any] | None = None) -> str:
         return tables.render(results or self._results)
+
+
+def render_existing(out: Path) -> str:
+    """Rewrite ``results.md`` and ``results.csv`` of ``out`` from its ``results.json``; return the markdown."""
+    path = Path(out) / "results.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run the comparison first")
+    results = json.loads(path.read_text(encoding="utf-8"))
+    md = tables.render(results)
+    (Path(out) / "results.md").write_text(md, encoding="utf-8")
+    tables.write_csv(results, Path(out) / "results.csv")
+    return md

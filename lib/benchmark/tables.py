@@ -48,10 +48,19 @@ def aggregate(seeds: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[float, 
     return out
 
 
-def _fmt(mean: float, std: float, digits: int = 4) -> str:
-    if math.isnan(mean):
+_RATES = ("match_strict", "match_loose", "spg_match")
+
+
+def _fmt(mean: float, std: float, digits: int = 4, rate: bool = False) -> str:
+    if mean is None or math.isnan(mean):
         return "n/a"
+    if rate:
+        return f"{100 * mean:.1f}%" if math.isnan(std) else f"{100 * mean:.1f} ± {100 * std:.1f}%"
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _cell(values: Mapping[str, Any], key: str) -> str:
+    return _fmt(values.get(key, math.nan), math.nan, rate=key in _RATES)
 
 
 def main_rows(results: Mapping[str, Any], ablation: bool = False) -> list[tuple[str, str, dict]]:
@@ -64,10 +73,13 @@ def main_rows(results: Mapping[str, Any], ablation: bool = False) -> list[tuple[
 
 
 def improvement(rows: Sequence[tuple[str, str, dict]]) -> tuple[dict[str, float], dict[str, str]]:
-    """Relative improvement (%) of E3Relax over the second best (best other baseline) per paper column.
+    """Improvement of E3Relax over the second best (the best other baseline) per column.
+
+    For the paper's three errors it is relative, ``100 (best - E3Relax) / best`` (%); for the rates
+    (match, space group) it is the difference in percentage points.
 
     Returns:
-        ({column: percent (positive: E3Relax better)}, {column: label of that baseline}).
+        ({column: improvement (positive: E3Relax better)}, {column: label of that baseline}).
     """
     ref = next((agg for key, _, agg in rows if key == REFERENCE_MODEL), None)
     others = [(label, agg) for key, label, agg in rows if key != REFERENCE_MODEL and key not in SAME_ARCHITECTURE]
@@ -80,9 +92,9 @@ def improvement(rows: Sequence[tuple[str, str, dict]]) -> tuple[dict[str, float]
             continue
         lower = key in _LOWER_BETTER
         best, label = min(cands) if lower else max(cands)
-        if best == 0:
+        if lower and best == 0:
             continue
-        pct[key] = 100.0 * ((best - ref[key][0]) / best if lower else (ref[key][0] - best) / best)
+        pct[key] = 100.0 * ((best - ref[key][0]) / best if lower else ref[key][0] - best)
         who[key] = label
     return pct, who
 
@@ -95,18 +107,18 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
 
 def _accuracy_table(results: Mapping[str, Any], ablation: bool) -> str:
     rows = main_rows(results, ablation)
-    body = [[label, *(_fmt(*agg[k][:2]) for k, _ in COLUMNS)] for _, label, agg in rows]
+    body = [[label, *(_fmt(*agg[k][:2], rate=k in _RATES) for k, _ in COLUMNS)] for _, label, agg in rows]
     if not ablation:
-        dummy = results["dummy"]
-        body.append(["Dummy", *(_fmt(dummy.get(k, math.nan), math.nan) for k, _ in COLUMNS)])
+        body.append(["Dummy", *(_cell(results["dummy"], k) for k, _ in COLUMNS)])
         pct, who = improvement(rows)
         if pct:
             body.append(["Improvement (E3Relax vs second best)",
-                         *(f"{pct[k]:+.1f}% (vs {who[k]})" if k in pct else "n/a" for k, _ in COLUMNS)])
+                         *(f"{pct[k]:+.1f}{' pp' if k in _RATES else '%'} (vs {who[k]})" if k in pct else "n/a"
+                           for k, _ in COLUMNS)])
         ch = results.get("chgnet")
         if ch:
             body.append([f"CHGNet + FIRE (first {ch['num_structures']} test structures)†",
-                         *(_fmt(ch["metrics"].get(k, math.nan), math.nan) for k, _ in COLUMNS)])
+                         *(_cell({**ch["metrics"], **ch.get("match", {})}, k) for k, _ in COLUMNS)])
     return markdown_table(["Model", *(h for _, h in COLUMNS)], body)
 
 
@@ -142,12 +154,12 @@ def _energy_table(results: Mapping[str, Any]) -> str:
     body = [["Unrelaxed input", f"{e['e_unrelaxed']:.4f}", f"{e['de_unrelaxed']:.4f}",
              f"{e['steps_from_unrelaxed_mean']:.1f} (median {e['steps_from_unrelaxed_median']:.0f}; "
              f"{e['converged_from_unrelaxed']}/{e['num_structures']} converged)"],
-            ["Reference (DFT) relaxed", f"{e['e_reference']:.4f}", "0", "n/a"],
+            ["Reference relaxed (label)", f"{e['e_reference']:.4f}", "0", "n/a"],
             ["E3Relax prediction", f"{e['e_predicted']:.4f}", f"{e['de_predicted']:.4f}",
              f"{e['steps_from_predicted_mean']:.1f} (median {e['steps_from_predicted_median']:.0f}; "
              f"{e['converged_from_predicted']}/{e['num_structures']} converged)"]]
-    return markdown_table(["Structure", "CHGNet E (eV/atom, mean)", "mean |E - E_ref| (eV/atom)",
-                           "CHGNet FIRE steps to converge"], body)
+    return markdown_table(["Structure", "CHGNet E (eV/atom, mean)", "mean abs(E - E_ref) (eV/atom)",
+                           f"CHGNet FIRE steps to converge (cap {(results.get('chgnet') or {}).get('max_steps', '?')})"], body)
 
 
 def render(results: Mapping[str, Any]) -> str:
@@ -165,6 +177,10 @@ def render(results: Mapping[str, Any]) -> str:
                   "E3Relax and Dummy on exactly that subset.", ""]
     if any(e.get("ablation") for e in results["models"].values()):
         parts += ["## Ablations (paper Table 3)", "", _accuracy_table(results, True), ""]
+    failed = [f"{e['label']} seed {seed}: {msg}" for e in results["models"].values()
+              for seed, msg in e.get("failed", {}).items()]
+    if failed:
+        parts += ["**Failed runs** (not in the tables): " + "; ".join(failed), ""]
     parts += ["## Size, training and inference", "", _efficiency_table(results), "",
               "A seed counts as not converged when its best validation came at its last evaluation and was "
               "still more than 1% better than every earlier one.", ""]
