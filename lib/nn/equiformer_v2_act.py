@@ -56,8 +56,8 @@ class SeparableS2Activation(nn.Module):
         self.register_buffer("from_grid", from_grid.to(previous), persistent=False)
 
     def forward(self, scalars: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        grid = torch.einsum("esc,sg->egc", x, self.to_grid.to(x.dtype))
-        y = torch.einsum("egc,gs->esc", nn.functional.silu(grid), self.from_grid.to(x.dtype))
+        grid = torch.matmul(x.transpose(1, 2), self.to_grid.to(x.dtype))          # [E, C, G]
+        y = torch.matmul(nn.functional.silu(grid), self.from_grid.to(x.dtype)).transpose(1, 2)
         return torch.cat([nn.functional.silu(scalars)[:, None, :], y[:, 1:]], dim=1)
 
 
