@@ -28,6 +28,10 @@ def stop_early(trainer, evaluator, context):
 SEEN: dict = {}
 
 
+class Evil:
+    """An arbitrary object: unpickling it would run code, so a safe load must refuse it."""
+
+
 def record_start(trainer, evaluator, context):
     """Hook: keep the iteration and the weights the model has when training starts."""
     def keep(engine):
@@ -165,3 +169,24 @@ def test_train_cli_on_lmdb_then_resume(tmp_path):
     assert last["trainer"]["iteration"] == 6
     assert last["config"]["optim"]["lr"] == 1e-3 and last["config"]["schedule"]["max_epochs"] == 2
     assert last["config"]["dtype"] == "float32" and last["model"]["embed.weight"].dtype == torch.float32
+
+
+def test_checkpoint_loading_is_safe_and_versioned(full_run, tmp_path):
+    from e3relax.engine.checkpoint import model_from_checkpoint
+
+    run_dir, _ = full_run
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    model, config = model_from_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert not model.training and config == ckpt["config"]
+    assert all(torch.equal(v, ckpt["ema_model"][k]) for k, v in model.state_dict().items())
+    assert next(model.parameters()).dtype == torch.float64  # the run's dtype
+    newer = dict(ckpt, format_version=FORMAT_VERSION + 1)
+    torch.save(newer, tmp_path / "newer.pt")
+    with pytest.raises(ValueError, match="newer.pt has checkpoint format 2"):
+        load_checkpoint(tmp_path / "newer.pt")
+
+    torch.save({"format_version": 1, "config": {}, "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="evil.pt is not a checkpoint written by e3relax"):
+        load_checkpoint(tmp_path / "evil.pt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")

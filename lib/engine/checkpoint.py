@@ -132,8 +132,8 @@ def model_from_checkpoint(path: str | Path, weights: str = "ema", device: str | 
 
     ckpt = load_checkpoint(path)
     config = ckpt["config"]
-    model = MODELS.build(config["model"])
-    model.load_state_dict(model_weights(ckpt, weights))
     if dtype is None:
         dtype = torch.float64 if config.get("dtype") == "float64" else torch.float32
-    return model.to(device=device, dtype=dtype).eval(), config
+    model = MODELS.build(config["model"]).to(dtype=dtype)  # cast first: loading keeps the saved precision
+    model.load_state_dict(model_weights(ckpt, weights))
+    return model.to(device=device).eval(), config

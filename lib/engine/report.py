@@ -36,7 +36,7 @@ def evaluate_model(model: torch.nn.Module, dataset: Dataset, device: torch.devic
         (summary metrics incl. ``dummy/...``, per-structure rows of :class:`RelaxMetrics`).
     """
     engine = create_evaluator(model, device, dtype)
-    from ignite.contrib.handlers import ProgressBar
+    from ignite.handlers import ProgressBar
 
     ProgressBar(persist=False, desc="evaluate").attach(engine)
     engine.run(eval_loader(dataset, batch_size, num_workers))

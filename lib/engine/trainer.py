@@ -141,6 +141,23 @@ def _attach_logging(trainer: Engine, evaluator: Engine, optimizer, config: Mappi
     return tb
 
 
+def _attach_validation(trainer: Engine, evaluator: Engine, optimizer, val_ds, config: Mapping[str, Any]) -> dict:
+    """Evaluate every epoch_length steps; LR decay and early stopping on the result. Returns their
+    stateful handlers (for the checkpoint)."""
+    if val_ds is None:
+        log.warning("no validation data (data.val): no LR decay, early stopping or best checkpoint")
+        return {}
+    data_cfg = config["data"]
+    vloader = eval_loader(val_ds, int(data_cfg["val_batch_size"] or data_cfg["batch_size"]),
+                          int(data_cfg["num_workers"]), data_cfg["max_val_structures"])
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: evaluator.run(vloader))
+    out: dict[str, Any] = {"scheduler": attach_plateau(evaluator, optimizer, config["schedule"])}
+    stopper = attach_early_stopping(evaluator, trainer, config["schedule"]["early_stop_patience"])
+    if stopper is not None:
+        out["early_stopping"] = stopper
+    return out
+
+
 def _datasets(config: Mapping[str, Any], datasets: Mapping[str, Any] | None):
     datasets = dict(datasets or {})
     train_ds = build_dataset(datasets.get("train", config["data"]["train"]))
@@ -183,16 +200,7 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     ema = attach_ema(trainer, model, config["ema"])
     evaluator = create_evaluator(ema.ema_model, device, dtype, config["amp"])
     objects: dict[str, Any] = {"model": model, "ema_model": ema.ema_model, "optimizer": optimizer, "trainer": trainer}
-    if val_ds is not None:
-        vloader = eval_loader(val_ds, int(data_cfg["val_batch_size"] or data_cfg["batch_size"]),
-                              int(data_cfg["num_workers"]), data_cfg["max_val_structures"])
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: evaluator.run(vloader))
-        objects["scheduler"] = attach_plateau(evaluator, optimizer, config["schedule"])
-        stopper = attach_early_stopping(evaluator, trainer, config["schedule"]["early_stop_patience"])
-        if stopper is not None:
-            objects["early_stopping"] = stopper
-    else:
-        log.warning("no validation data (data.val): no LR decay, early stopping or best checkpoint")
+    objects.update(_attach_validation(trainer, evaluator, optimizer, val_ds, config))
     if scaler is not None:
         objects["scaler"] = scaler
     best, full = attach_checkpoints(trainer, evaluator, run_dir, config, objects, config["checkpoint"]["every"])
