@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from e3relax.nn.equiformer_v2_so3 import SphericalLayout
+from e3relax.nn.equiformer_v2_so3 import RadialMLP, SphericalLayout
 from e3relax.registry import BLOCKS
 
 __all__ = ["SO2Convolution"]
@@ -37,8 +37,6 @@ class SO2Convolution(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, lmax: int, mmax: int, num_extra: int = 0,
                  edge_channels: int = 0, radial_hidden_channels: int | None = None) -> None:
         super().__init__()
-        from e3relax.nn.equiformer_v2_so3 import RadialMLP
-
         self.layout = SphericalLayout(lmax, mmax)
         self.out_channels, self.num_extra = out_channels, num_extra
         sizes = [(lmax + 1 - m) for m in range(mmax + 1)]
