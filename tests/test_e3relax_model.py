@@ -142,3 +142,22 @@ def test_relax_net_errors_name_the_problem():
         MODELS.build({"name": "relax_net", "layer": ["scalar_vector_message"], "heads": {"energy": "x"}})
     with pytest.raises(ValueError, match="block Linear in layer 0 has no step"):
         MODELS.build({"name": "relax_net", "layer": [{"name": "torch.nn.Linear", "in_features": 2, "out_features": 2}]})
+
+
+@pytest.mark.slow
+def test_compiled_kernels_match_eager():
+    from e3relax.nn.common import use_compiled_kernels
+
+    model = _build({"name": "e3relax", **TINY}).float()
+    data = _data()
+    for k in (keys.POS_U, keys.CELL_U):
+        data[k] = data[k].float()
+    eager = model(data)
+    try:
+        use_compiled_kernels(True)
+        compiled = model(data)
+        compiled.pos[-1].sum().backward()
+    finally:
+        use_compiled_kernels(False)
+    for a, b in zip(eager.pos + eager.cell, compiled.pos + compiled.cell):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

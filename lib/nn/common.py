@@ -8,10 +8,40 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
+
+
+_KERNELS: dict[str, Callable] = {}
+_COMPILED: dict[str, Callable] = {}
+
+
+def kernel(fn: Callable) -> Callable:
+    """Mark a pure tensor function as an edge-heavy kernel that :func:`use_compiled_kernels` may
+    replace by its ``torch.compile``-d version (one compiled graph shared by every layer/model)."""
+    _KERNELS[fn.__name__] = fn
+
+    def call(*args):
+        return _COMPILED.get(fn.__name__, fn)(*args)
+
+    call.__name__, call.__doc__, call.eager = fn.__name__, fn.__doc__, fn
+    return call
+
+
+def use_compiled_kernels(enabled: bool = True, dynamic: Optional[bool] = None) -> None:
+    """Opt in to ``torch.compile`` of the edge-heavy kernels (message, radial basis, edge geometry).
+
+    Parameter names and results are unchanged (to float rounding). The first call of each kernel
+    pays its compilation (tens of seconds on one CPU core). ``dynamic=None`` (torch's automatic
+    mode) recompiles once with symbolic sizes when the number of atoms or edges changes, and keeps
+    integer settings (number of radial functions, envelope exponent) static. Measured effect in benchmarks/speed.py ``--compile``.
+    """
+    _COMPILED.clear()
+    if enabled:
+        for name, fn in _KERNELS.items():
+            _COMPILED[name] = torch.compile(fn, dynamic=dynamic)
 
 
 class ScaledSiLU(nn.Module):

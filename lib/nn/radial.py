@@ -6,6 +6,7 @@ import math
 import torch
 from torch import nn
 
+from e3relax.nn.common import kernel
 from e3relax.registry import BLOCKS
 
 
@@ -24,6 +25,14 @@ def polynomial_envelope(u: torch.Tensor, exponent: int = 5) -> torch.Tensor:
     up = u.pow(p)
     env = 1.0 + a * up + b * up * u + c * up * u * u
     return torch.where(u < 1.0, env, torch.zeros_like(u))
+
+
+@kernel
+def _gaussian(dist: torch.Tensor, cutoff: float, num_rbf: int, exponent: int) -> torch.Tensor:
+    u = dist / cutoff
+    offsets = torch.arange(num_rbf, dtype=u.dtype, device=u.device) / (num_rbf - 1)
+    g = torch.exp(-0.5 * (num_rbf - 1) ** 2 * (u[..., None] - offsets) ** 2)
+    return polynomial_envelope(u, exponent)[..., None] * g
 
 
 @BLOCKS.register("gaussian_rbf")
@@ -51,13 +60,9 @@ class GaussianRBF(nn.Module):
         self.num_rbf = num_rbf
         self.cutoff = float(cutoff)
         self.envelope_exponent = envelope_exponent
-        self.coeff = -0.5 * (num_rbf - 1) ** 2
 
     def forward(self, dist: torch.Tensor) -> torch.Tensor:
-        u = dist / self.cutoff
-        offsets = torch.arange(self.num_rbf, dtype=u.dtype, device=u.device) / (self.num_rbf - 1)
-        g = torch.exp(self.coeff * (u[..., None] - offsets) ** 2)
-        return polynomial_envelope(u, self.envelope_exponent)[..., None] * g
+        return _gaussian(dist, self.cutoff, self.num_rbf, self.envelope_exponent)
 
 
 @BLOCKS.register("bessel_rbf")

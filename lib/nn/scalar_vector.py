@@ -5,10 +5,27 @@ import math
 
 import torch
 from torch import nn
-from torch_geometric.utils import scatter
 
-from e3relax.nn.common import INV_SQRT_2, INV_SQRT_3, LayerState, linear, mlp, vector_norm
+from e3relax.nn.common import INV_SQRT_2, INV_SQRT_3, LayerState, kernel, linear, mlp, vector_norm
 from e3relax.registry import BLOCKS
+
+
+@kernel
+def _message(s, v, rbf, unit, j, i, w0, b0, w1, b1, wr, br, inv_sqrt_f: float, scale_residual: bool):
+    """The message of :class:`ScalarVectorMessage` as a pure function of tensors (compilable once
+    for every layer). Constants are folded into the smallest tensors; one fused multiply-add forms
+    the ``[E, 3, F]`` vector messages."""
+    f = s.shape[1]
+    h = nn.functional.linear(nn.functional.silu(nn.functional.linear(s, w0, b0)) * (1.0 / 0.6), w1, b1)
+    m = (h * INV_SQRT_3)[j] * nn.functional.linear(rbf, wr, br)
+    m1, m2, m3 = torch.split(m, f, dim=-1)
+    vec = torch.addcmul((m2 * inv_sqrt_f)[:, None, :] * unit[:, :, None], (m1 * inv_sqrt_f)[:, None, :], v[j])
+    ds = torch.zeros_like(s).index_add(0, i, m3)
+    dv = torch.zeros_like(v).index_add(0, i, vec)
+    s = s + ds
+    if scale_residual:
+        s = s * INV_SQRT_2
+    return s, v + dv
 
 
 @BLOCKS.register("scalar_vector_message")
@@ -43,18 +60,9 @@ class ScalarVectorMessage(nn.Module):
     def forward(
         self, s: torch.Tensor, v: torch.Tensor, rbf: torch.Tensor, unit: torch.Tensor, edge_index: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        j, i = edge_index[0], edge_index[1]
-        # constants folded into the smallest tensors; one fused multiply-add on the [E, 3, F] ones
-        m = (self.scalar_mlp(s) * INV_SQRT_3)[j] * self.rbf_proj(rbf)
-        m1, m2, m3 = torch.split(m, self.hidden_channels, dim=-1)
-        vec = torch.addcmul((m2 * self.inv_sqrt_f)[:, None, :] * unit[:, :, None],
-                            (m1 * self.inv_sqrt_f)[:, None, :], v[j])
-        ds = scatter(m3, i, dim=0, dim_size=s.shape[0], reduce="sum")
-        dv = scatter(vec, i, dim=0, dim_size=s.shape[0], reduce="sum")
-        s = s + ds
-        if self.scale_residual:
-            s = s * INV_SQRT_2
-        return s, v + dv
+        lin0, lin1 = self.scalar_mlp[0], self.scalar_mlp[2]
+        return _message(s, v, rbf, unit, edge_index[0], edge_index[1], lin0.weight, lin0.bias, lin1.weight, lin1.bias,
+                  self.rbf_proj.weight, self.rbf_proj.bias, self.inv_sqrt_f, self.scale_residual)
 
     def step(self, state: LayerState) -> None:
         state.s, state.v = self(state.s, state.v, state.edge_rbf, state.edge_unit, state.edge_index)
