@@ -95,26 +95,21 @@ class _AseRelaxer:
         raise NotImplementedError
 
     def __call__(self, atoms: Atoms) -> tuple[Atoms, dict]:
-        from ase.filters import FrechetCellFilter
-        from ase.optimize import FIRE
+        from e3relax.chgnet_tools import fire_relax
 
-        work = atoms.copy()
-        work.calc = self.calc
-        opt = FIRE(FrechetCellFilter(work), logfile=None)
-        converged = bool(opt.run(fmax=self.fmax, steps=self.max_steps))
-        energy = float(work.get_potential_energy()) / len(work)
+        res = fire_relax(atoms, self.calc, fmax=self.fmax, max_steps=self.max_steps)
+        work = res.atoms
         out = Atoms(numbers=work.numbers, positions=work.positions, cell=work.cell.array, pbc=work.pbc)
-        return out, {"energy_per_atom": energy, "steps": int(opt.nsteps), "converged": converged}
+        return out, {"energy_per_atom": res.energy_per_atom, "steps": res.steps, "converged": res.converged}
 
 
 class ChgnetRelaxer(_AseRelaxer):
     """CHGNet (pretrained weights shipped with the ``chgnet`` package), CPU."""
 
     def make_calculator(self) -> Any:
-        from chgnet.model import CHGNet
-        from chgnet.model.dynamics import CHGNetCalculator
+        from e3relax.chgnet_tools import _calculator
 
-        return CHGNetCalculator(model=CHGNet.load(verbose=False), use_device="cpu", on_isolated_atoms="ignore")
+        return _calculator()
 
 
 class EmtRelaxer(_AseRelaxer):

@@ -21,7 +21,8 @@ from e3relax.structures import as_atoms
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ChgnetRelaxResult", "load_chgnet", "chgnet_relax", "chgnet_energy_per_atom", "cell_filter_mask"]
+__all__ = ["ChgnetRelaxResult", "load_chgnet", "fire_relax", "chgnet_relax", "chgnet_energy_per_atom",
+           "cell_filter_mask"]
 
 
 @dataclass
@@ -58,7 +59,7 @@ def load_chgnet():
 def _calculator(model=None):
     from chgnet.model.dynamics import CHGNetCalculator
 
-    return CHGNetCalculator(model=model or load_chgnet(), use_device="cpu")
+    return CHGNetCalculator(model=model or load_chgnet(), use_device="cpu", on_isolated_atoms="ignore")
 
 
 def cell_filter_mask(pbc) -> list[int] | None:
@@ -75,28 +76,28 @@ def cell_filter_mask(pbc) -> list[int] | None:
     return diag + off
 
 
-def chgnet_relax(
+def fire_relax(
     structure,
+    calculator,
     *,
     fmax: float = 0.05,
     max_steps: int = 500,
     relax_cell: bool = True,
-    model=None,
 ) -> ChgnetRelaxResult:
-    """Relax one structure with CHGNet and FIRE (with a Frechet cell filter when ``relax_cell``).
+    """Relax one structure with ASE FIRE and any ASE calculator (Frechet cell filter when ``relax_cell``).
 
     Args:
         structure: ``ase.Atoms`` or pymatgen ``Structure``.
+        calculator: an ASE calculator (CHGNet's, EMT, ...).
         fmax: force threshold in eV/A (the stress criterion follows the filter's convention).
         max_steps: FIRE step cap.
         relax_cell: relax the cell too (non-periodic directions stay fixed).
-        model: a loaded CHGNet model; default the bundled pretrained one.
     """
     from ase.filters import FrechetCellFilter
     from ase.optimize import FIRE
 
     atoms = as_atoms(structure).copy()
-    atoms.calc = _calculator(model)
+    atoms.calc = calculator
     e0 = float(atoms.get_potential_energy()) / len(atoms)
     target = FrechetCellFilter(atoms, mask=cell_filter_mask(atoms.pbc)) if relax_cell else atoms
     opt = FIRE(target, logfile=None)
@@ -106,7 +107,24 @@ def chgnet_relax(
     energy = float(atoms.get_potential_energy()) / len(atoms)
     relaxed = atoms.copy()
     relaxed.calc = None
+    relaxed.constraints = []
     return ChgnetRelaxResult(relaxed, int(opt.nsteps), converged, seconds, energy, e0)
+
+
+def chgnet_relax(
+    structure,
+    *,
+    fmax: float = 0.05,
+    max_steps: int = 500,
+    relax_cell: bool = True,
+    model=None,
+) -> ChgnetRelaxResult:
+    """Relax one structure with CHGNet and FIRE (see :func:`fire_relax`).
+
+    Args:
+        model: a loaded CHGNet model; default the bundled pretrained one.
+    """
+    return fire_relax(structure, _calculator(model), fmax=fmax, max_steps=max_steps, relax_cell=relax_cell)
 
 
 def chgnet_energy_per_atom(structures, model=None) -> np.ndarray:
