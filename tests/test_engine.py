@@ -190,3 +190,19 @@ def test_checkpoint_loading_is_safe_and_versioned(full_run, tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_plateau_decay_and_early_stopping(tmp_path):
+    # a learning rate too small to move the validation MAE by the plateau threshold (1e-4 relative)
+    cfg = toy.toy_config(tmp_path / "plateau", optim={"lr": 1e-12},
+                         schedule={"plateau_patience": 0, "plateau_factor": 0.5, "min_lr": 0.0,
+                                   "early_stop_patience": None}, log={"tensorboard": False})
+    assert train(cfg, datasets=DATA)["iteration"] == 12
+    last = load_checkpoint(tmp_path / "plateau")
+    assert last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-12 * 0.5 ** 2, rel=1e-9)
+    assert "early_stopping" not in last
+    # with no learning at all the score never improves: stop after `patience` evaluations
+    cfg = toy.toy_config(tmp_path / "stop", optim={"lr": 0.0}, schedule={"early_stop_patience": 1},
+                         log={"tensorboard": False})
+    assert train(cfg, datasets=DATA)["iteration"] == 8
+    assert load_checkpoint(tmp_path / "stop")["early_stopping"]["counter"] == 1
