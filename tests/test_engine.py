@@ -206,3 +206,35 @@ def test_plateau_decay_and_early_stopping(tmp_path):
                          log={"tensorboard": False})
     assert train(cfg, datasets=DATA)["iteration"] == 8
     assert load_checkpoint(tmp_path / "stop")["early_stopping"]["counter"] == 1
+
+
+def test_ema_warmup_schedule():
+    from ignite.engine import Engine
+
+    from e3relax.engine.handlers import attach_ema
+
+    model = torch.nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+
+    def step(engine, batch):  # the "trained" weight at iteration t is t
+        with torch.no_grad():
+            model.weight.fill_(float(engine.state.iteration))
+
+    trainer = Engine(step)
+    ema = attach_ema(trainer, model, {"decay": 0.999, "warmup": True, "warmup_offset": 10.0})
+    momenta, shadow = [], [0.0]
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _track(engine):  # registered after the EMA update
+        momenta.append(engine.state.ema_momentum)
+
+    trainer.run([0] * 20000, max_epochs=1)
+    expect = 0.0
+    for t, m in enumerate(momenta, start=1):
+        assert m == pytest.approx(max(0.001, 9.0 / (10.0 + t)))
+        expect = (1 - m) * expect + m * t
+    assert momenta[0] == pytest.approx(9 / 11) and momenta[-1] == pytest.approx(0.001)
+    assert float(ema.ema_model.weight) == pytest.approx(expect, rel=1e-9)
+    # the average follows recent weights: far from the plain mean of all iterates (10000)
+    assert float(ema.ema_model.weight) > 18000

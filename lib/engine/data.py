@@ -21,19 +21,20 @@ __all__ = ["build_dataset", "collate", "StreamBatchSampler", "train_loader", "ev
 log = logging.getLogger(__name__)
 
 
-def _lmdb(path: str | Path) -> Dataset:
+def _lmdb(path: str | Path, dtype: torch.dtype) -> Dataset:
     from e3relax.datasets.reader import LmdbDataset
 
-    return LmdbDataset(path)
+    return LmdbDataset(path, dtype=dtype)
 
 
-def build_dataset(spec: Any) -> Dataset | None:
+def build_dataset(spec: Any, dtype: torch.dtype = torch.float32) -> Dataset | None:
     """Turn a data spec into a torch ``Dataset`` of PyG ``Data``.
 
     Args:
         spec: ``None``; a Dataset or list of Data (returned unchanged); an LMDB path; a list of
             LMDB paths (concatenated); or ``{"name": "pkg.module.Class", **kwargs}`` for a user's
             own dataset class.
+        dtype: floating precision LMDB records are read in (the run's dtype).
 
     Raises:
         ValueError: naming the spec when it cannot be turned into a dataset.
@@ -43,7 +44,7 @@ def build_dataset(spec: Any) -> Dataset | None:
     if isinstance(spec, (str, Path)):
         if not Path(spec).exists():
             raise ValueError(f"dataset path {spec} does not exist")
-        return _lmdb(spec)
+        return _lmdb(spec, dtype)
     if isinstance(spec, Mapping):
         name = spec.get("name")
         if not isinstance(name, str) or "." not in name:
@@ -53,7 +54,7 @@ def build_dataset(spec: Any) -> Dataset | None:
         return cls(**{k: v for k, v in spec.items() if k != "name"})
     if isinstance(spec, Sequence):
         if spec and all(isinstance(s, (str, Path)) for s in spec):
-            return ConcatDataset([build_dataset(s) for s in spec])
+            return ConcatDataset([build_dataset(s, dtype) for s in spec])
         return list(spec)  # in-memory list of Data
     raise ValueError(f"cannot build a dataset from {spec!r}: give an LMDB path, a list of paths or a dataset")
 

@@ -90,7 +90,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Any, out_dir: str | Path, 
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype or "", None)
     model, config = model_from_checkpoint(checkpoint, weights=weights, device=dev, dtype=torch_dtype)
     torch_dtype = next(model.parameters()).dtype if any(True for _ in model.parameters()) else torch.float32
-    dataset = build_dataset(data)
+    dataset = build_dataset(data, torch_dtype)
     summary, rows = evaluate_model(model, dataset, dev, torch_dtype, batch_size, num_workers)
     meta = {"checkpoint": str(checkpoint), "data": str(data) if isinstance(data, (str, Path)) else "dataset",
             "weights": weights, "model_spec": config["model"], "device": str(dev), "dtype": str(torch_dtype)}

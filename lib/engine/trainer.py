@@ -159,9 +159,9 @@ def _attach_validation(trainer: Engine, evaluator: Engine, optimizer, val_ds, co
 
 
 def _datasets(config: Mapping[str, Any], datasets: Mapping[str, Any] | None):
-    datasets = dict(datasets or {})
-    train_ds = build_dataset(datasets.get("train", config["data"]["train"]))
-    val_ds = build_dataset(datasets.get("val", config["data"]["val"]))
+    datasets, dtype = dict(datasets or {}), resolve_dtype(config["dtype"])
+    train_ds = build_dataset(datasets.get("train", config["data"]["train"]), dtype)
+    val_ds = build_dataset(datasets.get("val", config["data"]["val"]), dtype)
     if train_ds is None:
         raise ValueError("no training data: set data.train to an LMDB path")
     return train_ds, val_ds
