@@ -125,10 +125,21 @@ def test_init_from_uses_ema_weights(full_run, tmp_path):
     assert not all(torch.equal(SEEN["weights"][k], ckpt["model"][k]) for k in ckpt["model"])
 
 
-def test_nan_loss_stops_training(tmp_path):
-    cfg = toy.toy_config(tmp_path, optim={"lr": 1e30, "grad_clip": None}, log={"tensorboard": False})
+def poison(trainer, evaluator, context):
+    """Hook: turn the embedding weights into NaN before iteration 6 (after the first evaluation, at 4)."""
+    def corrupt(engine):
+        with torch.no_grad():
+            context["model"].embed.weight.fill_(float("nan"))
+    trainer.add_event_handler(Events.ITERATION_STARTED(once=6), corrupt)
+
+
+def test_nan_loss_stops_training_and_keeps_last_good_state(tmp_path):
+    cfg = toy.toy_config(tmp_path, hooks=["test_engine.poison"], log={"tensorboard": False})
     out = train(cfg, datasets=DATA)
-    assert out["iteration"] < 12
+    assert out["iteration"] == 6
+    last = load_checkpoint(tmp_path)
+    assert last["trainer"]["iteration"] == 4
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
 
 
 def test_evaluate_cli_writes_report(full_run, tmp_path):

@@ -4,6 +4,7 @@ stopping, best and last checkpoints, NaN guard, step timing (throughput, data-wa
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -96,16 +97,26 @@ def attach_checkpoints(trainer: Engine, evaluator: Engine, run_dir: Path, config
     evaluator.add_event_handler(Events.COMPLETED, best)
     full = {**meta, **objects, "best_checkpointer": best, "rng": RngState()}
     last = Checkpoint(full, AtomicSaver(run_dir / "checkpoints"), filename_pattern="last.{ext}", n_saved=1)
+
+    def save_last(engine: Engine) -> None:
+        loss = (engine.state.output or {}).get("loss", 0.0) if isinstance(engine.state.output, Mapping) else 0.0
+        if not math.isfinite(loss):  # keep the previous, finite state for --resume
+            log.warning("iteration %d: loss is %s; last.pt not overwritten", engine.state.iteration, loss)
+            return
+        last(engine)
+
     events = Events.EPOCH_COMPLETED | Events.COMPLETED
     if every:
         events = events | Events.ITERATION_COMPLETED(every=int(every))
-    trainer.add_event_handler(events, last)
+    trainer.add_event_handler(events, save_last)
     return best, full
 
 
 def attach_nan_guard(trainer: Engine) -> None:
     """Stop training (and keep the last good checkpoint) when the loss becomes NaN or infinite."""
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan(output_transform=lambda out: out["loss"]))
+    # the loss as a float64 tensor: a large finite float64 loss must not overflow a float32 check
+    guard = TerminateOnNan(output_transform=lambda out: torch.tensor(out["loss"], dtype=torch.float64))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, guard)
 
 
 class StepTimer:
