@@ -27,6 +27,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not getattr(args, "verbose", False):  # one line per evaluation is ours; ignite's per-run lines are noise
+        import logging
+
+        logging.getLogger("ignite.engine.engine.Engine").setLevel(logging.WARNING)
     from pathlib import Path
 
     from e3relax.engine.report import evaluate_checkpoint

@@ -63,6 +63,8 @@ def resolve_from_args(args: argparse.Namespace) -> tuple[dict, bool]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not getattr(args, "verbose", False):  # one line per evaluation is ours; ignite's per-run lines are noise
+        logging.getLogger("ignite.engine.engine.Engine").setLevel(logging.WARNING)
     from e3relax.engine.trainer import train
 
     config, resume = resolve_from_args(args)

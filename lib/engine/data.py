@@ -118,9 +118,14 @@ class StreamBatchSampler(Sampler):
 def _auto_dataloader(dataset: Dataset, **kwargs: Any):
     import ignite.distributed as idist
 
-    with warnings.catch_warnings():  # our batch sampler is distributed-aware by construction
-        warnings.filterwarnings("ignore", message="Found batch_sampler in provided kwargs")
-        return idist.auto_dataloader(dataset, **kwargs)
+    previous = logging.root.manager.disable
+    logging.disable(max(previous, logging.INFO))  # ignite logs every loader's kwargs at INFO
+    try:
+        with warnings.catch_warnings():  # our batch sampler is distributed-aware by construction
+            warnings.filterwarnings("ignore", message="Found batch_sampler in provided kwargs")
+            return idist.auto_dataloader(dataset, **kwargs)
+    finally:
+        logging.disable(previous)
 
 
 def train_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0):
