@@ -62,7 +62,8 @@ class GaussianRBF(nn.Module):
         self.envelope_exponent = envelope_exponent
 
     def forward(self, dist: torch.Tensor) -> torch.Tensor:
-        return _gaussian(dist, self.cutoff, self.num_rbf, self.envelope_exponent)
+        out = _gaussian(dist.reshape(-1), self.cutoff, self.num_rbf, self.envelope_exponent)  # one rank: one kernel
+        return out.reshape(*dist.shape, self.num_rbf)
 
 
 @BLOCKS.register("bessel_rbf")
