@@ -60,8 +60,9 @@ def create_trainer(model: torch.nn.Module, loss_fn: Callable, optimizer: torch.o
                    amp: str | None = None, scaler: Any = None) -> Engine:
     """Trainer engine: one optimiser step per batch on the layer-wise loss, with gradient clipping.
 
-    The step output is a dict of floats: ``loss``, each per-layer term (``pos/0``, ``cell/0``, ...),
-    ``grad_norm`` (before clipping) and ``num_structures``.
+    The step output is a dict of floats: ``loss`` (averaged over processes in a distributed run),
+    each per-layer term of this process (``pos/0``, ``cell/0``, ...), ``grad_norm`` (before
+    clipping, of the all-reduced gradients) and ``num_structures``.
     """
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "", None)
     use_amp = amp_dtype is not None and device.type == "cuda"
@@ -85,7 +86,10 @@ def create_trainer(model: torch.nn.Module, loss_fn: Callable, optimizer: torch.o
             scaler.update()
         else:
             optimizer.step()
-        result = {"loss": float(total.detach()), "grad_norm": float(grad_norm)}
+        loss = total.detach()
+        if idist.get_world_size() > 1:  # every rank logs, and stops on a NaN, at the same value
+            loss = idist.all_reduce(loss.clone()) / idist.get_world_size()
+        result = {"loss": float(loss), "grad_norm": float(grad_norm)}
         result.update({k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()})
         result["num_structures"] = int(batch.num_graphs)
         return result
