@@ -80,6 +80,16 @@ def keep_vacuum(pos_pred: np.ndarray, cell_pred: np.ndarray, cell_in: np.ndarray
 
 
 def _pair_distances(pos: np.ndarray, cell: np.ndarray, pbc: Sequence[bool], cutoff: float):
+    """``(i, j, d)`` of every pair closer than ``cutoff`` (both orders), images included."""
+    try:
+        import vesin
+
+        nl = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+        i, j, d = nl.compute(np.asarray(pos, dtype=np.float64), np.asarray(cell, dtype=np.float64),
+                             np.asarray(pbc, dtype=bool).reshape(3), quantities="ijd")
+        return np.asarray(i), np.asarray(j), np.asarray(d)
+    except ImportError:  # pragma: no cover - vesin is a dependency; ASE is the slow fallback
+        pass
     from ase import Atoms
     from ase.neighborlist import neighbor_list
 
@@ -89,8 +99,11 @@ def _pair_distances(pos: np.ndarray, cell: np.ndarray, pbc: Sequence[bool], cuto
 
 def min_distance(pos: np.ndarray, cell: np.ndarray, pbc: Sequence[bool], cutoff: float = 8.0) -> float:
     """Shortest interatomic distance (an atom's own periodic images included); inf if none within ``cutoff``."""
-    _, _, d = _pair_distances(pos, cell, pbc, cutoff)
-    return float(d.min()) if len(d) else float("inf")
+    for c in (min(4.0, cutoff), cutoff):  # a short search first: most structures have a contact below 4 A
+        _, _, d = _pair_distances(pos, cell, pbc, c)
+        if len(d):
+            return float(d.min())
+    return float("inf")
 
 
 def close_contacts(pos: np.ndarray, cell: np.ndarray, pbc: Sequence[bool], z: np.ndarray,

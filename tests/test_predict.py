@@ -176,3 +176,20 @@ def test_pretrained_names_and_slim_export(ckpts, tmp_path):
     a = structures()[0]
     np.testing.assert_allclose(Relaxer.from_checkpoint(slim).relax(a)["final_structure"].positions,
                                Relaxer.from_checkpoint(ckpts[1]).relax(a)["final_structure"].positions, atol=1e-6)
+
+
+def test_pair_distances_match_ase_brute_force():
+    from ase.neighborlist import neighbor_list
+
+    from e3relax.predict_geometry import _pair_distances, min_distance
+
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        n = int(rng.integers(1, 6))
+        cell = np.diag(rng.uniform(2.0, 5.0, 3)) + rng.normal(0, 0.4, (3, 3))
+        pbc = rng.random(3) < 0.7
+        pos = rng.random((n, 3)) @ cell
+        ref = neighbor_list("d", Atoms(numbers=[1] * n, positions=pos, cell=cell, pbc=pbc), 4.5)
+        np.testing.assert_allclose(np.sort(_pair_distances(pos, cell, pbc, 4.5)[2]), np.sort(ref), atol=1e-9)
+    cu = bulk("Cu", "fcc", a=3.6)
+    assert min_distance(cu.positions, cu.cell.array, cu.pbc) == pytest.approx(3.6 / np.sqrt(2))
