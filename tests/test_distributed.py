@@ -1,5 +1,6 @@
 """Distributed training through ``idist.Parallel``: two CPU processes with the gloo backend see
-different samples at every step and keep identical weights; rank 0 alone writes the run folder."""
+different samples at every step and keep identical weights; rank 0 alone writes the run folder; a
+NaN on one rank stops both at the same step."""
 from __future__ import annotations
 
 import socket
@@ -57,3 +58,28 @@ def test_two_gloo_processes(tmp_path):
     # rank 0 wrote the run folder (one event file: no logger on rank 1)
     assert (tmp_path / "checkpoints" / "last.pt").exists() and (tmp_path / "config.yaml").exists()
     assert len(list((tmp_path / "tb").glob("events.*"))) == 1
+
+
+def poison_rank1(trainer, evaluator, context):
+    """Hook: on rank 1 only, turn the embedding weights into NaN before iteration 6."""
+    import ignite.distributed as idist
+
+    def corrupt(engine):
+        with torch.no_grad():
+            getattr(context["model"], "module", context["model"]).embed.weight.fill_(float("nan"))
+    if idist.get_rank() == 1:
+        trainer.add_event_handler(Events.ITERATION_STARTED(once=6), corrupt)
+
+
+def test_nan_on_one_rank_stops_all(tmp_path):
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    cfg = toy.toy_config(tmp_path, hooks=["test_distributed.record", "test_distributed.poison_rank1"],
+                         model={"name": "test_engine_toy.ToyModel", "hidden_channels": 8, "num_layers": 2},
+                         loss={"name": "test_engine_toy.ToyLoss"}, log={"figures": False, "tensorboard": False},
+                         distributed={"nproc_per_node": 2, "backend": "gloo", "master_port": _free_port()})
+    train(cfg, datasets={"train": toy.make_dataset(12), "val": toy.make_dataset(6, start=100)})
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert len(r0["ids"]) == len(r1["ids"]) == 6  # both stopped at the NaN step, none hung
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert last["trainer"]["iteration"] == 4
