@@ -251,6 +251,6 @@ def _graph_base() -> type:
 BLOCKS = Registry("blocks", _module_base, modules=("e3relax.nn",))
 MODELS = Registry("models", _model_base, modules=("e3relax.models",))
 HEADS = Registry("heads", _module_base, modules=("e3relax.nn",))
-LOSSES = Registry("losses", _module_base, modules=("e3relax.losses",))
+LOSSES = Registry("losses", _module_base, modules=("e3relax.losses", "e3relax.nn"))
 IMPORTERS = Registry("importers", _importer_base, modules=("e3relax.datasets.importers",))
 GRAPHS = Registry("graphs", _graph_base, modules=("e3relax.graph",))
