@@ -185,6 +185,10 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
         a summary: final iteration, best validation score, timing totals.
     """
     rank, run_dir = idist.get_rank(), Path(config["run_dir"])
+    if not logging.getLogger().handlers:  # a spawned worker process: nobody configured logging here
+        logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("ignite.engine.engine.Engine").setLevel(logging.WARNING)
     device, dtype = resolve_device(config["device"]), resolve_dtype(config["dtype"])
     seed_everything(int(config["seed"]) + rank)
     if rank == 0:
