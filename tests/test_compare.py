@@ -137,9 +137,10 @@ def test_improvement_row_uses_best_other_baseline():
 def test_convergence_flag():
     from e3relax.benchmark.runner import convergence
 
-    assert not convergence([(50, 1.0), (100, 0.8)])["converged"]  # still improving at the end
+    assert not convergence([(50, 1.0), (100, 0.8), (150, 0.7)])["converged"]  # still improving at the end
     assert convergence([(50, 1.0), (100, 0.8), (150, 0.81)])["converged"]
-    assert convergence([(50, 1.0), (100, 0.995)])["converged"]  # under 1% better: plateau
+    assert convergence([(50, 1.0), (100, 0.8), (150, 0.795)])["converged"]  # under 1% better: plateau
+    assert not convergence([(50, 1.0), (100, 1.2)])["converged"]  # too few evaluations to tell
     assert not convergence([])["converged"]
 
 

@@ -37,7 +37,8 @@ def engine_config(run: ModelRun, seed: int, splits: Mapping[str, Path], budget: 
 def convergence(history: list[tuple[int, float]], tolerance: float = 0.01) -> dict[str, Any]:
     """Did validation stop improving within the budget?
 
-    ``converged`` is False when the best validation coordinate MAE came at the last evaluation and
+    ``converged`` (a plateau, not a proof of convergence) is False with fewer than three
+    evaluations, or when the best validation coordinate MAE came at the last evaluation and
     improved on the previous best by more than ``tolerance`` (relative): the model was still
     learning when the budget ran out.
     """
@@ -45,7 +46,7 @@ def convergence(history: list[tuple[int, float]], tolerance: float = 0.01) -> di
         return {"converged": False, "best_step": None, "best_val": math.nan, "evaluations": 0}
     vals = [v for _, v in history]
     best = int(np.nanargmin(vals))
-    still = best == len(vals) - 1 and (len(vals) == 1 or vals[-1] < (1 - tolerance) * min(vals[:-1]))
+    still = len(vals) < 3 or (best == len(vals) - 1 and vals[-1] < (1 - tolerance) * min(vals[:-1]))
     return {"converged": not still, "best_step": history[best][0], "best_val": vals[best],
             "evaluations": len(vals)}
 

@@ -130,7 +130,9 @@ def _efficiency_table(results: Mapping[str, Any]) -> str:
             continue
         first = seeds[0]
         t = first["timing"]
-        conv = sum(bool(s.get("converged")) for s in seeds)
+        from e3relax.benchmark.runner import convergence
+
+        conv = sum(convergence([tuple(h) for h in s.get("val_history", [])])["converged"] for s in seeds)
         body.append([entry["label"], f"{first['parameters']:,}", f"{np.mean([s['train_seconds'] for s in seeds]):.0f}",
                      "/".join(str(s["steps"]) for s in seeds), f"{t['batch1_ms']:.1f}", f"{t['batched_ms']:.1f}",
                      f"{conv}/{len(seeds)}"])
@@ -182,8 +184,9 @@ def render(results: Mapping[str, Any]) -> str:
     if failed:
         parts += ["**Failed runs** (not in the tables): " + "; ".join(failed), ""]
     parts += ["## Size, training and inference", "", _efficiency_table(results), "",
-              "A seed counts as not converged when its best validation came at its last evaluation and was "
-              "still more than 1% better than every earlier one.", ""]
+              "\"Converged\" means a validation plateau within the budget, not convergence of training: a seed "
+              "counts as not converged with fewer than three validations, or when its best validation came at its "
+              "last evaluation and was more than 1% better than every earlier one.", ""]
     if results.get("chgnet"):
         ch = results["chgnet"]
         parts += [f"## Against iterative relaxation (first {ch['num_structures']} test structures)", "",
