@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "init_from": None,             # checkpoint whose weights start the run (fine-tuning)
     "init_weights": "ema",         # ema | model: which weights init_from takes
     "hooks": [],                   # dotted paths of callables hook(trainer, evaluator, context)
+    "compile_kernels": False,      # torch.compile the edge kernels (e3relax.nn.common.use_compiled_kernels)
     "model": {"name": "e3relax"},
     "loss": {"name": "layerwise"},
     "data": {

@@ -196,6 +196,10 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     data_cfg = config["data"]
     train_ds, val_ds = _datasets(config, datasets)
     loader, sampler = train_loader(train_ds, int(data_cfg["batch_size"]), int(config["seed"]), int(data_cfg["num_workers"]))
+    if config["compile_kernels"]:
+        from e3relax.nn.common import use_compiled_kernels
+
+        use_compiled_kernels(True)
     model = _build_model(config, device, dtype, resume)
     optimizer = _build_optimizer(model, config["optim"])
     from e3relax.registry import LOSSES
