@@ -110,7 +110,7 @@ class MPFPickleImporter(Importer):
         for path in self._files:
             try:
                 with open(path, "rb") as fh:
-                    data = pickle.load(fh)
+                    data = pickle.load(fh)  # trusted: constructor refused unless trust_pickle=True
             except Exception as exc:
                 yield Skipped(path.name, f"{path}: cannot unpickle ({type(exc).__name__}: {exc})", "unreadable", str(path))
                 continue
