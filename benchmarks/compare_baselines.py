@@ -14,7 +14,8 @@ Real data, converted on the fly (kept under ``--data-cache``), with ablations an
 Writes to ``--out``: results.md / .csv / .json (Tables 1-3, efficiency, CHGNet comparison, energy
 check), results_per_seed.csv, per_structure/*.csv, figures/*.png, and runs/<model>_s<seed>/ with
 the TensorBoard events (``tensorboard --logdir OUT/runs`` overlays every model) and checkpoints.
-``--resume`` skips the (model, seed) runs already recorded in OUT/results.json.
+``--resume`` skips the (model, seed) runs already recorded in OUT/results.json; seeds run as separate
+comparisons are combined with ``--render --out A --merge B``.
 """
 from __future__ import annotations
 
@@ -73,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--resume", action="store_true", help="skip (model, seed) runs already in OUT/results.json")
     o.add_argument("--progress-bar", action="store_true", help="show the engine's per-step progress bar")
     o.add_argument("--render", action="store_true", help="only rewrite results.md/.csv from OUT/results.json")
+    o.add_argument("--merge", action="append", default=[], metavar="DIR",
+                   help="with --render: first add the seeds recorded in DIR/results.json (same data and budget)")
     args = p.parse_args(argv)
     zero = args.data is None and args.layout is None
     if args.steps is None and args.epochs is None and args.wall_time is None:
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         from e3relax.benchmark.compare import render_existing
 
-        print(render_existing(Path(args.out)))
+        print(render_existing(Path(args.out), [Path(m) for m in args.merge]))
         return 0
     comparison = Comparison.from_args(args)
     results = comparison.run()

@@ -152,3 +152,22 @@ def test_ablation_configs_are_resized(tmp_path):
     assert runs["e3relax_no_refinement"].config["model"] == {**TINY["e3relax_cpu.yaml"]["model"], "progressive": False}
     assert runs["e3relax_no_lattice_nodes"].config["model"]["lattice_nodes"] is False
     assert runs["e3relax_no_self_image"].config["model"]["hidden_channels"] == 8
+
+
+def test_merge_seeds_from_another_comparison(compare_run, tmp_path):
+    from e3relax.benchmark.compare import merge_results
+
+    out, _ = compare_run
+    doc = json.loads((out / "results.json").read_text())
+    base = json.loads(json.dumps(doc))
+    other = json.loads(json.dumps(doc))
+    for entry in base["models"].values():
+        entry["seeds"].pop("1")
+    for entry in other["models"].values():
+        entry["seeds"].pop("0")
+    merged = merge_results(base, other, "other")
+    assert merged["meta"]["seeds"] == [0, 1]
+    assert merged["models"]["painn"]["seeds"] == doc["models"]["painn"]["seeds"]
+    other["meta"]["budget"] = {**other["meta"]["budget"], "steps": 5}
+    with pytest.raises(ValueError, match="budget differs"):
+        merge_results(base, other, "other")

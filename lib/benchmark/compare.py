@@ -26,7 +26,7 @@ from e3relax.benchmark.runner import match_summary, test_model, train_model
 from e3relax.benchmark.suite import REFERENCE_MODEL, ModelRun, ablation_runs, model_runs
 from e3relax.metrics import MAE_POS
 
-__all__ = ["Comparison", "software_versions", "render_existing"]
+__all__ = ["Comparison", "software_versions", "render_existing", "merge_results"]
 
 log = logging.getLogger(__name__)
 
@@ -303,12 +303,37 @@ class Comparison:
         return tables.render(results or self._results)
 
 
-def render_existing(out: Path) -> str:
-    """Rewrite ``results.md`` and ``results.csv`` of ``out`` from its ``results.json``; return the markdown."""
+def merge_results(base: dict[str, Any], other: dict[str, Any], source: str = "") -> dict[str, Any]:
+    """Add the (model, seed) records of ``other`` that ``base`` lacks (seeds run as separate comparisons).
+
+    Raises:
+        ValueError: when the two were run on different data or with different budgets.
+    """
+    for key in ("dataset", "budget"):
+        if base["meta"][key] != other["meta"][key]:
+            raise ValueError(f"cannot merge {source}: its {key} differs ({other['meta'][key]} vs {base['meta'][key]})")
+    for key, entry in other["models"].items():
+        mine = base["models"].setdefault(key, {**entry, "seeds": {}})
+        for seed, rec in entry["seeds"].items():
+            mine["seeds"].setdefault(seed, rec)
+    seeds = sorted({int(s) for e in base["models"].values() for s in e["seeds"]})
+    base["meta"]["seeds"] = seeds
+    base["meta"].setdefault("merged_from", []).append(source)
+    return base
+
+
+def render_existing(out: Path, merge: Sequence[Path] = ()) -> str:
+    """Rewrite ``results.md`` and ``results.csv`` of ``out`` from its ``results.json`` (after merging the
+    ``results.json`` of each folder in ``merge`` into it); return the markdown."""
     path = Path(out) / "results.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the comparison first")
     results = json.loads(path.read_text(encoding="utf-8"))
+    for folder in merge:
+        other = json.loads((Path(folder) / "results.json").read_text(encoding="utf-8"))
+        results = merge_results(results, other, str(folder))
+    if merge:
+        path.write_text(json.dumps(results, indent=1, allow_nan=True), encoding="utf-8")
     md = tables.render(results)
     (Path(out) / "results.md").write_text(md, encoding="utf-8")
     tables.write_csv(results, Path(out) / "results.csv")
