@@ -171,6 +171,7 @@ def make_record(
     rec[keys.EDGE_INDEX], rec[keys.CELL_OFFSETS], rec[keys.EDGE_TYPE] = g.edge_index, g.cell_offsets, g.edge_type
     if energy is not None:
         rec[keys.ENERGY] = float(energy)
+    rec.update(_tags_and_fixed(unrelaxed, len(z)))
     if trajectory is not None:
         tpos, tcell = _trajectory_arrays(trajectory, z, sid)
         frames = [_derotate(cell_u, p, c, keep_frame, sid) for p, c in zip(tpos, tcell)]
@@ -179,6 +180,23 @@ def make_record(
         rec[keys.TRAJ_POS] = path.transpose(1, 0, 2)  # [N, T, 3]
         rec[keys.TRAJ_CELL] = tcell  # [T, 3, 3]
     return rec, warnings
+
+
+def _tags_and_fixed(x: Any, n: int) -> dict[str, np.ndarray]:
+    """OC22-style per-atom tags (when any is non-zero) and fixed atoms (ASE ``FixAtoms``) of an Atoms."""
+    out: dict[str, np.ndarray] = {}
+    if not hasattr(x, "get_tags"):
+        return out
+    tags = np.asarray(x.get_tags(), dtype=np.int64)
+    if tags.any():
+        out[keys.TAGS] = tags
+    fixed = np.zeros(n, dtype=bool)
+    for c in getattr(x, "constraints", []) or []:
+        if type(c).__name__ == "FixAtoms":
+            fixed[np.asarray(c.get_indices(), dtype=np.int64)] = True
+    if fixed.any():
+        out[keys.FIXED] = fixed
+    return out
 
 
 _FLOAT_NODE = (keys.POS_U, keys.POS_R, keys.TRAJ_POS)

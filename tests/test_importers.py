@@ -257,6 +257,18 @@ def test_legacy_lmdb_e3relax_and_oc22(tmp_path):
     assert {s.code for s in skipped.values()} == {"unreadable"} and len(skipped) == 2
     assert any("neither pos_u/pos_r nor pos/pos_relaxed" in s.reason for s in skipped.values())
 
+    # converted to the safe format, the OC22 tags and fixed atoms survive into the LMDB records
+    from e3relax import keys
+    from e3relax.datasets.convert import convert
+    from e3relax.datasets.reader import LmdbDataset
+
+    convert(IMPORTERS.get("legacy_lmdb")(tmp_path, trust_pickle=True), tmp_path / "out", layout="legacy_lmdb",
+            progress=False)
+    val = LmdbDataset(tmp_path / "out" / "val.lmdb")
+    assert val.ids == ["1234"]
+    assert val[0][keys.TAGS].tolist() == [0, 1, 1, 2]
+    assert val[0][keys.FIXED].tolist() == [True, False, False, False]
+
 
 def test_legacy_lmdb_single_file(tmp_path):
     u, r = make_pair(1)

@@ -257,3 +257,28 @@ def test_real_srnbh_trajectory():
         path = rec[keys.TRAJ_POS]
         assert np.linalg.norm(np.diff(path, axis=1), axis=-1).max() < 1.0, d.name
         np.testing.assert_allclose(path[:, -1], rec[keys.POS_R], atol=1e-4)  # XDATCAR has 8 digits
+
+
+def test_tags_and_fixed_atoms_are_kept():
+    """OC22-style tags and FixAtoms constraints travel into the record and the batch."""
+    from ase import Atoms
+    from ase.constraints import FixAtoms
+
+    from e3relax.records import collate, make_record, record_to_data
+    from e3relax.registry import GRAPHS
+
+    atoms = Atoms("Cu3O", positions=[[0, 0, 0], [1.8, 0, 0], [0, 1.8, 0], [0.9, 0.9, 1.5]],
+                  cell=[[3.6, 0, 0], [0, 3.6, 0], [0, 0, 9.0]], pbc=True)
+    atoms.set_tags([0, 1, 1, 2])
+    atoms.set_constraint(FixAtoms(indices=[0]))
+    relaxed = atoms.copy()
+    relaxed.positions[3] += [0.0, 0.0, 0.2]
+    graph = GRAPHS.build({"name": "periodic_multi_edge", "cutoff": 4.0})
+    rec, _ = make_record(atoms, relaxed, "oc", graph)
+    np.testing.assert_array_equal(rec[keys.TAGS], [0, 1, 1, 2])
+    np.testing.assert_array_equal(rec[keys.FIXED], [True, False, False, False])
+    plain, _ = make_record(Atoms("Cu", cell=np.eye(3) * 2.5, pbc=True), None, "cu", graph)
+    assert keys.TAGS not in plain and keys.FIXED not in plain
+    batch = collate([record_to_data(rec), record_to_data(rec)])
+    assert batch[keys.TAGS].tolist() == [0, 1, 1, 2] * 2
+    assert batch[keys.FIXED].sum().item() == 2
