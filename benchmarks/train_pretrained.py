@@ -111,8 +111,10 @@ def export(name: str, seed: int) -> Path:
 
 
 def _metric_table(summary: dict) -> list[str]:
-    rows = ["| metric (test split, mean over structures) | E3Relax | Dummy |", "|---|---|---|"]
-    for k, v in summary["model"].items():
+    rows = ["| metric (test split, mean over structures; A, A^2, A^3, degrees) | E3Relax | Dummy |", "|---|---|---|"]
+    first = ["mae_pos", "shape_dev", "mae_vol", "pooled_mae_pos", "abc_mae", "angle_mae"]
+    for k in sorted(summary["model"], key=lambda m: (first.index(m) if m in first else len(first), m)):
+        v = summary["model"][k]
         d = summary["dummy"].get(k)
         if isinstance(v, float) and d is not None:
             rows.append(f"| {k} | {v:.4f} | {d:.4f} |")
@@ -163,6 +165,11 @@ def card(name: str, members: list[Path], evals: list[dict], ens: dict, quality: 
     return "\n".join(lines) + "\n"
 
 
+def pretrained_index_file() -> dict:
+    path = OUT / "index.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def finalize(budget_min: float = 20.0) -> None:
     """Uncertainty thresholds into the members, ensemble scores, model cards and ``index.json``."""
     import numpy as np
@@ -171,7 +178,7 @@ def finalize(budget_min: float = 20.0) -> None:
     from e3relax.predict import Relaxer
     from e3relax.predict_uncertainty import score_relaxer, uncertainty_quality
 
-    index = {}
+    index = pretrained_index_file()
     for name in DATASETS:
         members = sorted(OUT.glob(f"{name}_s*.pt"))
         if not members:
@@ -219,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("export", help="evaluate and export a trained member")
     e.add_argument("name", choices=sorted(DATASETS))
     e.add_argument("--seed", type=int, default=0)
-    sub.add_parser("finalize", help="write index.json and the model cards")
+    f = sub.add_parser("finalize", help="write index.json and the model cards")
+    f.add_argument("--budget-min", type=float, default=20.0)
     args = p.parse_args(argv)
     if args.cmd == "train":
         train(args.name, args.seed, args.budget_min)
@@ -230,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluate(args.name, args.seed)
         export(args.name, args.seed)
     else:
-        finalize()
+        finalize(args.budget_min)
     return 0
 
 
