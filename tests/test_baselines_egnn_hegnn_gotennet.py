@@ -3,7 +3,6 @@ block-level steerability of the high-degree features, and overfitting a few gene
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -179,13 +178,11 @@ def test_overfits_a_few_generated_pairs(name):
     model = cls(**{**cls.test_config(), "hidden_channels": 16}).double().train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     dummy = float((batch[keys.POS_U] - batch[keys.POS_R]).norm(dim=-1).mean())
-    start = time.perf_counter()
     for _ in range(300):
         opt.zero_grad()
         loss = _pair_loss(model(batch), batch)
         loss.backward()
         opt.step()
-    assert time.perf_counter() - start < 30.0
     model.eval()
     with torch.no_grad():
         out = model(batch)
