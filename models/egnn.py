@@ -21,6 +21,18 @@ _LATTICE_HEAD_BREAKS = (
 )
 
 
+def layer_cells(head, feats: list, data, every_layer: bool) -> list:
+    """Cells from a lattice head for each layer's features (or the last layer's, repeated).
+
+    Shapes:
+        feats: T x [N, F] -> T x [B, 3, 3]
+    """
+    cell_u = data[keys.CELL_U]
+    if every_layer:
+        return [head(x, cell_u, data.batch, cell_u.shape[0]) for x in feats]
+    return [head(feats[-1], cell_u, data.batch, cell_u.shape[0])] * len(feats)
+
+
 def lattice_head_laws(head_spec: Any, measured: dict[str, str] | None = None) -> SymmetryLaws:
     """Symmetry laws of a baseline whose positions are E(3)-equivariant, given its lattice head.
 
@@ -111,7 +123,6 @@ class EGNN(RelaxModel):
     def forward(self, data) -> RelaxOutput:
         pos, cell_u = data[keys.POS_U], data[keys.CELL_U]
         edge_index, offsets, batch = data[keys.EDGE_INDEX], data[keys.CELL_OFFSETS], data.batch
-        num_graphs = cell_u.shape[0]
         h = self.embedding(data[keys.Z])
         vec, dist = edge_vectors(pos, cell_u, edge_index, offsets, batch)
         edge_attr = self.edge_attr(dist, data[keys.EDGE_TYPE])
@@ -122,8 +133,4 @@ class EGNN(RelaxModel):
             h, pos = layer(h, pos, vec, edge_index, edge_attr)
             positions.append(pos)
             feats.append(h)
-        if self.cell_every_layer:
-            cells = [self.lattice_head(x, cell_u, batch, num_graphs) for x in feats]
-        else:
-            cells = [self.lattice_head(feats[-1], cell_u, batch, num_graphs)] * len(feats)
-        return RelaxOutput(pos=positions, cell=cells)
+        return RelaxOutput(pos=positions, cell=layer_cells(self.lattice_head, feats, data, self.cell_every_layer))

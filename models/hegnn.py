@@ -8,7 +8,7 @@ from torch import nn
 from e3relax import keys
 from e3relax.geometry import edge_vectors
 from e3relax.model_base import RelaxModel, SymmetryLaws
-from e3relax.models.egnn import NUM_ELEMENTS, lattice_head_laws
+from e3relax.models.egnn import NUM_ELEMENTS, lattice_head_laws, layer_cells
 from e3relax.nn.egnn import InitialEdgeAttributes
 from e3relax.nn.hegnn import HEGNNLayer, SteerableInit
 from e3relax.registry import HEADS, MODELS
@@ -81,7 +81,6 @@ class HEGNN(RelaxModel):
     def forward(self, data) -> RelaxOutput:
         pos, cell_u = data[keys.POS_U], data[keys.CELL_U]
         edge_index, offsets, batch = data[keys.EDGE_INDEX], data[keys.CELL_OFFSETS], data.batch
-        num_graphs = cell_u.shape[0]
         h = self.embedding(data[keys.Z])
         vec, dist = edge_vectors(pos, cell_u, edge_index, offsets, batch)
         edge_attr = self.edge_attr(dist, data[keys.EDGE_TYPE])
@@ -93,8 +92,4 @@ class HEGNN(RelaxModel):
             h, pos, chi = layer(h, pos, chi, vec, edge_index, edge_attr)
             positions.append(pos)
             feats.append(h)
-        if self.cell_every_layer:
-            cells = [self.lattice_head(x, cell_u, batch, num_graphs) for x in feats]
-        else:
-            cells = [self.lattice_head(feats[-1], cell_u, batch, num_graphs)] * len(feats)
-        return RelaxOutput(pos=positions, cell=cells)
+        return RelaxOutput(pos=positions, cell=layer_cells(self.lattice_head, feats, data, self.cell_every_layer))
