@@ -75,7 +75,7 @@ def compare_run(tmp_path_factory):
 def test_compare_end_to_end_files(compare_run):
     out, stdout = compare_run
     for name in ("results.md", "results.csv", "results.json", "results_per_seed.csv",
-                 "figures/violin_coord_mae.png", "per_structure/dummy.csv"):
+                 "figures/violin_coord_mae.png", "figures/learning_curves.png", "per_structure/dummy.csv"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     for key in ("e3relax", "painn", "e3relax_no_lattice_nodes", "e3relax_no_refinement", "e3relax_no_self_image"):
         assert (out / "figures" / f"error_distribution_{key}.png").is_file(), key
@@ -137,11 +137,14 @@ def test_improvement_row_uses_best_other_baseline():
 def test_convergence_flag():
     from e3relax.benchmark.runner import convergence
 
-    assert not convergence([(50, 1.0), (100, 0.8), (150, 0.7)])["converged"]  # still improving at the end
-    assert convergence([(50, 1.0), (100, 0.8), (150, 0.81)])["converged"]
-    assert convergence([(50, 1.0), (100, 0.8), (150, 0.795)])["converged"]  # under 1% better: plateau
-    assert not convergence([(50, 1.0), (100, 1.2)])["converged"]  # too few evaluations to tell
+    h = lambda *v: [(50 * (i + 1), x) for i, x in enumerate(v)]
+    assert not convergence(h(1.0, 0.9, 0.85, 0.8))["converged"]  # still improving
+    assert convergence(h(1.0, 0.8, 0.81, 0.805))["converged"]  # second half no better
+    assert convergence(h(1.0, 0.8, 0.795, 0.797))["converged"]  # under 1% better: plateau
+    assert not convergence(h(1.0, 0.8, 0.7, 0.72))["converged"]  # a noisy last value is not a plateau
+    assert not convergence(h(1.0, 0.8, 0.81))["converged"]  # too few evaluations to tell
     assert not convergence([])["converged"]
+    assert convergence(h(1.0, 0.8, 0.7, 0.72))["best_step"] == 150
 
 
 def test_ablation_configs_are_resized(tmp_path):
@@ -171,3 +174,25 @@ def test_merge_seeds_from_another_comparison(compare_run, tmp_path):
     other["meta"]["budget"] = {**other["meta"]["budget"], "steps": 5}
     with pytest.raises(ValueError, match="budget differs"):
         merge_results(base, other, "other")
+
+
+def test_learning_curves_figure(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+    from PIL import Image
+
+    from e3relax.benchmark import figures
+
+    drawn = []
+    plot = Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda ax, x, y, **kw: drawn.append((list(x), list(y), kw)) or plot(ax, x, y, **kw))
+    hist = {"E3Relax": {0: [(2, 0.9), (4, 0.7)], 1: [(2, 0.95), (4, 0.8)]}, "PaiNN": {0: [(3, 0.85)]}}
+    path = figures.learning_curves(hist, 16, tmp_path / "lc.png", title="t")
+    with Image.open(path) as img:
+        assert img.size[0] > img.size[1] > 100
+    # one line per (model, seed); x is structures seen; the second seed of a model is dashed, same colour
+    assert [d[0] for d in drawn] == [[32.0, 64.0], [32.0, 64.0], [48.0]]
+    assert [d[1] for d in drawn] == [[0.9, 0.7], [0.95, 0.8], [0.85]]
+    assert [d[2]["ls"] for d in drawn] == ["-", "--", "-"] and drawn[0][2]["color"] == drawn[1][2]["color"]
+    assert drawn[2][2]["color"] != drawn[0][2]["color"]
+    with pytest.raises(ValueError, match="no run has a validation point"):
+        figures.learning_curves({"E3Relax": {0: []}}, 16, tmp_path / "empty.png")

@@ -229,6 +229,7 @@ class Comparison:
         name = self._results["meta"]["dataset"]["name"]
         figures.violin(violins, fig_dir / "violin_coord_mae.png",
                        f"{name}: per-structure coordinate MAE (seed {self.seeds[0]})")
+        _learning_curves(self._results, fig_dir)
 
     # ------------------------------------------------------------------ CHGNet
     def _reference_model(self) -> torch.nn.Module | None:
@@ -322,9 +323,22 @@ def merge_results(base: dict[str, Any], other: dict[str, Any], source: str = "")
     return base
 
 
+def _learning_curves(results: dict[str, Any], fig_dir: Path) -> Path | None:
+    """``fig_dir/learning_curves.png``: validation coordinate MAE of every (model, seed) run, ablations
+    included, against the training structures seen; None when no run recorded a validation."""
+    histories = {entry["label"].split(" (")[0]: {int(s): rec.get("val_history", []) for s, rec in entry["seeds"].items()}
+                 for entry in results["models"].values()}
+    if not any(h for runs in histories.values() for h in runs.values()):
+        return None
+    name = results["meta"]["dataset"]["name"]
+    return figures.learning_curves(histories, int(results["meta"]["budget"]["batch_size"]),
+                                   fig_dir / "learning_curves.png", title=f"{name}: validation curves (all seeds)")
+
+
 def render_existing(out: Path, merge: Sequence[Path] = ()) -> str:
-    """Rewrite ``results.md`` and ``results.csv`` of ``out`` from its ``results.json`` (after merging the
-    ``results.json`` of each folder in ``merge`` into it); return the markdown."""
+    """Rewrite ``results.md``, ``results.csv`` and ``figures/learning_curves.png`` of ``out`` from its
+    ``results.json`` (after merging the ``results.json`` of each folder in ``merge`` into it); return
+    the markdown."""
     path = Path(out) / "results.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the comparison first")
@@ -337,4 +351,5 @@ def render_existing(out: Path, merge: Sequence[Path] = ()) -> str:
     md = tables.render(results)
     (Path(out) / "results.md").write_text(md, encoding="utf-8")
     tables.write_csv(results, Path(out) / "results.csv")
+    _learning_curves(results, Path(out) / "figures")
     return md

@@ -1,5 +1,6 @@
-"""Figures of a comparison: coordinate-error distribution against Dummy (paper Fig. 7) and a violin
-plot of every model's per-structure coordinate MAE (paper Fig. 4). Matplotlib, Agg backend."""
+"""Figures of a comparison: coordinate-error distribution against Dummy (paper Fig. 7), a violin
+plot of every model's per-structure coordinate MAE (paper Fig. 4) and the validation curves of every
+run against the training structures seen. Matplotlib, Agg backend."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["error_distribution", "violin"]
+__all__ = ["error_distribution", "violin", "learning_curves"]
 
 
 def _plt():
@@ -52,6 +53,50 @@ def violin(per_model: Mapping[str, Sequence[float]], path: str | Path, title: st
     ax.set_ylabel("coordinate MAE per structure (Å)")
     if title:
         ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def learning_curves(histories: Mapping[str, Mapping[int, Sequence[Sequence[float]]]], batch_size: int,
+                    path: str | Path, dummy: float | None = None, title: str = "") -> Path:
+    """Validation coordinate MAE of every run against the training structures seen (log axis).
+
+    Args:
+        histories: ``{label: {seed: [(optimiser step, validation coord MAE), ...]}}``; one colour per
+            label, a solid line for its first seed and dashed lines for the others.
+        batch_size: structures per optimiser step (the x axis is ``step * batch_size``).
+        dummy: validation coordinate MAE of the unrelaxed input, drawn as a grey line when given.
+
+    Raises:
+        ValueError: when no run has a validation point.
+    """
+    if not any(len(h) for runs in histories.values() for h in runs.values()):
+        raise ValueError("learning_curves: no run has a validation point")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=110)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(histories) > len(colours):
+        colours = [plt.get_cmap("tab20")(k) for k in [*range(0, 20, 2), *range(1, 20, 2)]]
+    for i, (label, runs) in enumerate(histories.items()):
+        for j, (seed, hist) in enumerate(sorted(runs.items())):
+            if not len(hist):
+                continue
+            arr = np.asarray(hist, float).reshape(-1, 2)
+            ax.plot(np.maximum(arr[:, 0], 1) * batch_size, arr[:, 1], color=colours[i % len(colours)],
+                    ls="-" if j == 0 else "--", marker="." if len(arr) < 4 else None, lw=1.2,
+                    label=label if j == 0 else None)
+    if dummy is not None:
+        ax.axhline(dummy, color="tab:gray", lw=1, ls=":", label="Dummy")
+    ax.set_xscale("log")
+    ax.set_xlabel("training structures seen")
+    ax.set_ylabel("validation coordinate MAE (Å)")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

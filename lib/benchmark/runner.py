@@ -37,17 +37,19 @@ def engine_config(run: ModelRun, seed: int, splits: Mapping[str, Path], budget: 
 def convergence(history: list[tuple[int, float]], tolerance: float = 0.01) -> dict[str, Any]:
     """Did validation stop improving within the budget?
 
-    ``converged`` (a plateau, not a proof of convergence) is False with fewer than three
-    evaluations, or when the best validation coordinate MAE came at the last evaluation and
-    improved on the previous best by more than ``tolerance`` (relative): the model was still
-    learning when the budget ran out.
+    ``converged`` (a plateau, not a proof of convergence) is True when the second half of the
+    evaluations improved the best validation coordinate MAE of the first half by at most
+    ``tolerance`` (relative); it is False with fewer than four evaluations (too few to tell).
+    Judging by the best value of each half, not by the last evaluation, keeps one noisy
+    validation at the end from passing for a plateau.
     """
     if not history:
         return {"converged": False, "best_step": None, "best_val": math.nan, "evaluations": 0}
     vals = [v for _, v in history]
     best = int(np.nanargmin(vals))
-    still = len(vals) < 3 or (best == len(vals) - 1 and vals[-1] < (1 - tolerance) * min(vals[:-1]))
-    return {"converged": not still, "best_step": history[best][0], "best_val": vals[best],
+    half = len(vals) // 2
+    plateau = len(vals) >= 4 and np.nanmin(vals[half:]) >= (1 - tolerance) * np.nanmin(vals[:half])
+    return {"converged": bool(plateau), "best_step": history[best][0], "best_val": vals[best],
             "evaluations": len(vals)}
 
 

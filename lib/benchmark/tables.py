@@ -185,8 +185,9 @@ def render(results: Mapping[str, Any]) -> str:
         parts += ["**Failed runs** (not in the tables): " + "; ".join(failed), ""]
     parts += ["## Size, training and inference", "", _efficiency_table(results), "",
               "\"Converged\" means a validation plateau within the budget, not convergence of training: a seed "
-              "counts as not converged with fewer than three validations, or when its best validation came at its "
-              "last evaluation and was more than 1% better than every earlier one.", ""]
+              "counts as converged when the second half of its validations improved the best validation "
+              "coordinate MAE of the first half by at most 1%, and as not converged with fewer than four "
+              "validations.", ""]
     if results.get("chgnet"):
         ch = results["chgnet"]
         parts += [f"## Against iterative relaxation (first {ch['num_structures']} test structures)", "",
