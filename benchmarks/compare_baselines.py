@@ -12,7 +12,8 @@ Real data, converted on the fly (kept under ``--data-cache``), with ablations an
         --wall-time 300 --steps 100000 --seeds 0,1,2 --ablations --out results/compare_pnictides
 
 Writes to ``--out``: results.md / .csv / .json (Tables 1-3, efficiency, CHGNet comparison, energy
-check), results_per_seed.csv, per_structure/*.csv, figures/*.png, and runs/<model>_s<seed>/ with
+check), results_per_seed.csv, per_structure/*.csv, figures/*.png (error distributions, violin plot,
+validation curves of every run), and runs/<model>_s<seed>/ with
 the TensorBoard events (``tensorboard --logdir OUT/runs`` overlays every model) and checkpoints.
 ``--resume`` skips the (model, seed) runs already recorded in OUT/results.json; seeds run as separate
 comparisons are combined with ``--render --out A --merge B``.
