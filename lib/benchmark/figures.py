@@ -77,6 +77,8 @@ def learning_curves(histories: Mapping[str, Mapping[int, Sequence[Sequence[float
     if not any(len(h) for runs in histories.values() for h in runs.values()):
         raise ValueError("learning_curves: no run has a validation point")
     plt = _plt()
+    from matplotlib.ticker import NullFormatter
+
     fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=110)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     if len(histories) > len(colours):
@@ -92,6 +94,7 @@ def learning_curves(histories: Mapping[str, Mapping[int, Sequence[Sequence[float
     if dummy is not None:
         ax.axhline(dummy, color="tab:gray", lw=1, ls=":", label="Dummy")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on a log axis under a decade
     ax.set_xlabel("training structures seen")
     ax.set_ylabel("validation coordinate MAE (Å)")
     if title:
