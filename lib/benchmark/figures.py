@@ -20,6 +20,16 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close ``fig``; return its path."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def error_distribution(model: Sequence[float], dummy: Sequence[float], label: str, path: str | Path,
                        bins: int = 40) -> Path:
     """Histogram of per-structure coordinate MAE of ``label`` against the Dummy (unrelaxed input)."""
@@ -33,12 +43,7 @@ def error_distribution(model: Sequence[float], dummy: Sequence[float], label: st
     ax.set_xlabel("coordinate MAE per structure (Å)")
     ax.set_ylabel("structures")
     ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def violin(per_model: Mapping[str, Sequence[float]], path: str | Path, title: str = "") -> Path:
@@ -53,12 +58,7 @@ def violin(per_model: Mapping[str, Sequence[float]], path: str | Path, title: st
     ax.set_ylabel("coordinate MAE per structure (Å)")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def learning_curves(histories: Mapping[str, Mapping[int, Sequence[Sequence[float]]]], batch_size: int,
@@ -100,9 +100,4 @@ def learning_curves(histories: Mapping[str, Mapping[int, Sequence[Sequence[float
     if title:
         ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
