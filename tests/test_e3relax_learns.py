@@ -23,22 +23,27 @@ def _errors(out, data):
     return pos, cell
 
 
-def test_e3relax_overfits_a_few_pairs():
-    torch.manual_seed(0)
-    data = make_batch([random_structure(n, 100 + n, cutoff=4.0, labels=True) for n in (3, 4, 5, 6)])
-    for k in (keys.POS_U, keys.CELL_U, keys.POS_R, keys.CELL_R):
-        data[k] = data[k].float()
+def _overfit(data, steps: int):
+    """Train a small E3Relax on ``data`` alone; return (model errors, Dummy errors) after ``steps``."""
     model = MODELS.build({"name": "e3relax", "hidden_channels": 32, "num_layers": 3, "num_rbf": 16})
     loss_fn = LOSSES.build("layerwise")
-    dummy_pos, dummy_cell = _errors(MODELS.build("dummy")(data), data)
+    dummy = _errors(MODELS.build("dummy")(data), data)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
+    for _ in range(steps):
         opt.zero_grad()
         loss, _ = loss_fn(model(data), data)
         loss.backward()
         opt.step()
     with torch.no_grad():
-        pos, cell = _errors(model(data), data)
+        return _errors(model(data), data), dummy
+
+
+def test_e3relax_overfits_a_few_pairs():
+    torch.manual_seed(0)
+    data = make_batch([random_structure(n, 100 + n, cutoff=4.0, labels=True) for n in (3, 4, 5, 6)])
+    for k in (keys.POS_U, keys.CELL_U, keys.POS_R, keys.CELL_R):
+        data[k] = data[k].float()
+    (pos, cell), (dummy_pos, dummy_cell) = _overfit(data, 150)
     assert dummy_pos > 0.1 and dummy_cell > 0.05
     assert pos < 0.15 * dummy_pos, (pos, dummy_pos)
     assert cell < 0.15 * dummy_cell, (cell, dummy_cell)
@@ -83,17 +88,7 @@ def test_e3relax_overfits_real_pnictide_pairs():
         pytest.skip(f"real data folder {PNICTIDES} is absent; the generated-pair test covers learning")
     data = _real_batch()
     torch.manual_seed(0)
-    model = MODELS.build({"name": "e3relax", "hidden_channels": 32, "num_layers": 3, "num_rbf": 16})
-    loss_fn = LOSSES.build("layerwise")
-    dummy_pos, dummy_cell = _errors(MODELS.build("dummy")(data), data)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(200):
-        opt.zero_grad()
-        loss, _ = loss_fn(model(data), data)
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        pos, cell = _errors(model(data), data)
+    (pos, cell), (dummy_pos, dummy_cell) = _overfit(data, 200)
     assert dummy_pos > 0.1 and dummy_cell > 0.05
     assert pos < 0.2 * dummy_pos, (pos, dummy_pos)
     assert cell < 0.2 * dummy_cell, (cell, dummy_cell)
