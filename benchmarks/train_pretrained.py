@@ -6,7 +6,7 @@ ensemble seed, this script
 1. converts the raw data with ``e3relax data convert`` into ``runs/pretrained/data/<name>``
    (gitignored; the split is the converter's seeded 80:10:10 id-hash split, seed 0);
 2. trains a CPU-sized E3Relax with ``e3relax train`` for a fixed wall-clock budget
-   (hook ``e3relax.predict_budget.stop_after_budget``), one thread per run;
+   (hook ``e3relax.engine.budget.stop_after_budget``), one thread per run;
 3. scores ``best.pt`` on the held-out test split with ``e3relax evaluate`` (model next to Dummy);
 4. writes a slim copy (EMA weights, config, graph settings, training-set statistics) to
    ``lib/pretrained/<name>[_s<seed>].pt``; ``--finalize`` then writes ``index.json`` and the
@@ -54,7 +54,7 @@ def run_config(name: str, seed: int) -> dict:
                  "max_val_structures": DATASETS[name]["max_val"]},
         "optim": {"lr": 5.0e-4},
         "schedule": {"epoch_length": 50, "max_epochs": 1000, "plateau_patience": 4, "early_stop_patience": 15},
-        "hooks": ["e3relax.predict_budget.stop_after_budget"],
+        "hooks": ["e3relax.engine.budget.stop_after_budget"],
         "log": {"every": 10, "progress_bar": False, "tensorboard": False, "figures": False},
     }
 
@@ -99,7 +99,7 @@ def evaluate(name: str, seed: int) -> Path:
 def export(name: str, seed: int) -> Path:
     """Slim copy of ``best.pt`` with the training data's graph settings and volume-ratio range."""
     from e3relax.datasets.reader import LmdbDataset
-    from e3relax.predict_pretrained import export_slim, training_statistics
+    from e3relax.predict.pretrained import export_slim, training_statistics
 
     train_lmdb = WORK / "data" / name / "train.lmdb"
     stats = training_statistics(train_lmdb)
@@ -176,7 +176,7 @@ def finalize(budget_min: float = 20.0) -> None:
     import torch
 
     from e3relax.predict import Relaxer
-    from e3relax.predict_uncertainty import score_relaxer, uncertainty_quality
+    from e3relax.predict.uncertainty import score_relaxer, uncertainty_quality
 
     index = pretrained_index_file()
     for name in DATASETS:

@@ -13,9 +13,9 @@ from torch import nn
 from e3relax import keys
 from e3relax.geometry import edge_vectors
 from e3relax.model_base import RelaxModel, SymmetryLaws
-from e3relax.nn.equiformer_v2_act import RMSNormSH
-from e3relax.nn.equiformer_v2_attention import EdgeDegreeEmbedding, EqV2Block, SO2GraphAttention
-from e3relax.nn.equiformer_v2_so3 import GaussianBasis, edge_wigner
+from e3relax.nn.equiformer_v2.act import RMSNormSH
+from e3relax.nn.equiformer_v2.attention import EdgeDegreeEmbedding, EqV2Block, SO2GraphAttention
+from e3relax.nn.equiformer_v2.so3 import GaussianBasis, edge_wigner
 from e3relax.registry import HEADS, MODELS
 from e3relax.types import RelaxOutput
 

@@ -12,8 +12,8 @@ from e3nn import o3
 
 from e3relax import keys
 from e3relax.nn import deeprelax as dr
-from e3relax.nn.equiformer_v2_so2 import SO2Convolution
-from e3relax.nn.equiformer_v2_so3 import edge_wigner, rotate_from_frame, rotate_to_frame
+from e3relax.nn.equiformer_v2.so2 import SO2Convolution
+from e3relax.nn.equiformer_v2.so3 import edge_wigner, rotate_from_frame, rotate_to_frame
 from e3relax.registry import LOSSES, MODELS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

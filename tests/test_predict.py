@@ -11,8 +11,8 @@ from ase.build import bulk
 
 import e3relax.models  # noqa: F401 - registers the models
 from e3relax.predict import Relaxer
-from e3relax.predict_geometry import SanityLimits, close_contacts, keep_vacuum, sanity_flags, vacuum_directions
-from e3relax.predict_pretrained import export_slim, resolve_checkpoints
+from e3relax.predict.geometry import SanityLimits, close_contacts, keep_vacuum, sanity_flags, vacuum_directions
+from e3relax.predict.pretrained import export_slim, resolve_checkpoints
 from e3relax.registry import GRAPHS, MODELS
 
 TINY = {"name": "e3relax", "hidden_channels": 8, "num_layers": 2, "num_rbf": 8}
@@ -181,7 +181,7 @@ def test_pretrained_names_and_slim_export(ckpts, tmp_path):
 def test_pair_distances_match_ase_brute_force():
     from ase.neighborlist import neighbor_list
 
-    from e3relax.predict_geometry import _pair_distances, min_distance
+    from e3relax.predict.geometry import _pair_distances, min_distance
 
     rng = np.random.default_rng(0)
     for _ in range(10):

@@ -13,7 +13,7 @@ from ase.io import read, write
 
 import e3relax.models  # noqa: F401 - registers the models
 from e3relax.cli.main import main
-from e3relax.predict_io import find_inputs, output_names, read_structures
+from e3relax.predict.io import find_inputs, output_names, read_structures
 from e3relax.registry import MODELS
 
 TINY = {"name": "e3relax", "hidden_channels": 8, "num_layers": 2, "num_rbf": 8}
@@ -98,7 +98,7 @@ def test_bad_file_is_reported_and_the_rest_written(inputs, ckpt, tmp_path):
 def test_pretrained_listing_and_name(ckpt, tmp_path, monkeypatch, capsys, caplog, inputs):
     import shutil
 
-    import e3relax.predict_pretrained as pp
+    import e3relax.predict.pretrained as pp
 
     folder = tmp_path / "pretrained"
     folder.mkdir()
@@ -115,7 +115,7 @@ def test_pretrained_listing_and_name(ckpt, tmp_path, monkeypatch, capsys, caplog
 
 
 def test_shipped_index_is_consistent():
-    from e3relax.predict_pretrained import PRETRAINED_DIR, pretrained_index, resolve_checkpoints
+    from e3relax.predict.pretrained import PRETRAINED_DIR, pretrained_index, resolve_checkpoints
 
     index = pretrained_index()
     if not index:

@@ -7,7 +7,7 @@ import torch
 
 import e3relax.models  # noqa: F401 - registers the models
 from e3relax import keys
-from e3relax.predict_uncertainty import spearman, uncertainty_quality
+from e3relax.predict.uncertainty import spearman, uncertainty_quality
 
 
 def test_spearman_matches_scipy_with_ties():
@@ -49,7 +49,7 @@ def test_score_relaxer_on_labelled_records():
         u.rattle(0.05, seed=i)
         rec, _ = make_record(u, a, f"s{i}", GRAPHS.build(graph))
         data.append(record_to_data(rec))
-    from e3relax.predict_uncertainty import score_relaxer
+    from e3relax.predict.uncertainty import score_relaxer
 
     rows = score_relaxer(relaxer, data)
     assert list(rows["id"]) == ["s0", "s1"] and np.all(rows["uncertainty"] > 0)

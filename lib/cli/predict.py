@@ -51,7 +51,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_pretrained(args: argparse.Namespace) -> int:
-    from e3relax.predict_pretrained import PRETRAINED_DIR, pretrained_index
+    from e3relax.predict.pretrained import PRETRAINED_DIR, pretrained_index
 
     index = pretrained_index()
     if not index:
@@ -85,7 +85,7 @@ def _progress(total: int, disable: bool):
 
 def run_predict(args: argparse.Namespace) -> int:
     from e3relax.predict import Relaxer
-    from e3relax.predict_io import find_inputs, iter_items, output_names, write_structure, write_summary
+    from e3relax.predict.io import find_inputs, iter_items, output_names, write_structure, write_summary
 
     files, problems = find_inputs(args.inputs)
     failures: list[dict[str, Any]] = []

@@ -2,6 +2,6 @@
 from e3relax.nn import heads  # noqa: F401
 from e3relax.nn import common, embedding, lattice, position, radial, scalar_vector  # noqa: F401
 from e3relax.nn import egnn, gata, gotennet, hegnn  # noqa: F401
-from e3relax.nn import equiformer_v2_act, equiformer_v2_attention, equiformer_v2_so2, equiformer_v2_so3  # noqa: F401
+from e3relax.nn import equiformer_v2  # noqa: F401
 from e3relax.nn import painn  # noqa: F401
 from e3relax.nn import deeprelax, deeprelax_loss  # noqa: F401

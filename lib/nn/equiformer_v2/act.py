@@ -5,7 +5,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from e3relax.nn.equiformer_v2_so3 import SphericalLayout
+from e3relax.nn.equiformer_v2.so3 import SphericalLayout
 from e3relax.registry import BLOCKS
 
 __all__ = ["SmoothLeakyReLU", "SeparableS2Activation", "GateActivation", "RMSNormSH"]

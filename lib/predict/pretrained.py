@@ -26,7 +26,7 @@ __all__ = ["PRETRAINED_DIR", "pretrained_index", "resolve_checkpoints", "graph_s
 log = logging.getLogger(__name__)
 
 #: folder of the shipped checkpoints (inside the installed package)
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 #: the graph builder used when a checkpoint does not say which built its training data
 DEFAULT_GRAPH = {"name": "periodic_multi_edge"}
 #: run-config keys a slim checkpoint keeps

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from e3relax.nn.equiformer_v2_so3 import RadialMLP, SphericalLayout
+from e3relax.nn.equiformer_v2.so3 import RadialMLP, SphericalLayout
 from e3relax.registry import BLOCKS
 
 __all__ = ["SO2Convolution"]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from e3relax import keys
-from e3relax.predict_geometry import SanityLimits, close_contacts, keep_vacuum, min_distance, sanity_flags, \
+from e3relax.predict.geometry import SanityLimits, close_contacts, keep_vacuum, min_distance, sanity_flags, \
     vacuum_directions
 from e3relax.structures import as_atoms, to_structure
 
@@ -117,7 +117,7 @@ class Relaxer:
             limits: flag thresholds; default: the checkpoint's recorded training range.
         """
         from e3relax.engine.checkpoint import load_checkpoint, model_weights
-        from e3relax.predict_pretrained import graph_spec, resolve_checkpoints
+        from e3relax.predict.pretrained import graph_spec, resolve_checkpoints
         from e3relax.registry import MODELS
 
         if device == "auto":

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter, softmax
 
-from e3relax.nn.equiformer_v2_act import RMSNormSH, SmoothLeakyReLU
-from e3relax.nn.equiformer_v2_so2 import SO2Convolution
-from e3relax.nn.equiformer_v2_so3 import RadialMLP, SO3Linear, SphericalLayout, rotate_from_frame, rotate_to_frame
+from e3relax.nn.equiformer_v2.act import RMSNormSH, SmoothLeakyReLU
+from e3relax.nn.equiformer_v2.so2 import SO2Convolution
+from e3relax.nn.equiformer_v2.so3 import RadialMLP, SO3Linear, SphericalLayout, rotate_from_frame, rotate_to_frame
 from e3relax.registry import BLOCKS
 
 __all__ = ["SO2GraphAttention", "EqV2FeedForward", "EqV2Block", "EdgeDegreeEmbedding"]

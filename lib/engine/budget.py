@@ -1,6 +1,6 @@
 """A wall-clock budget for training runs (used to train the shipped pretrained checkpoints).
 
-Add ``e3relax.predict_budget.stop_after_budget`` to a run's ``hooks`` and set the environment
+Add ``e3relax.engine.budget.stop_after_budget`` to a run's ``hooks`` and set the environment
 variable ``E3RELAX_TIME_BUDGET_S`` (seconds): after each evaluation, once the run has used its
 budget, the trainer stops. ``best.pt`` then holds the best evaluated weights so far.
 """

@@ -1,0 +1,10 @@
+"""Relax your own structures with a trained model.
+
+Modules: :mod:`~e3relax.predict.relaxer` (the :class:`Relaxer` API), :mod:`~e3relax.predict.io`
+(finding, reading, naming and writing files), :mod:`~e3relax.predict.geometry` (sanity flags, vacuum
+and contacts), :mod:`~e3relax.predict.pretrained` (shipped checkpoints) and
+:mod:`~e3relax.predict.uncertainty` (how well the ensemble spread ranks errors).
+"""
+from e3relax.predict.relaxer import Relaxer, RelaxTrajectory, structure_like
+
+__all__ = ["Relaxer", "RelaxTrajectory", "structure_like"]
