@@ -2,7 +2,6 @@
 block-level steerability of the high-degree features, and overfitting a few generated pairs."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,7 @@ from e3nn import o3
 
 from e3relax import keys
 from e3relax.registry import BLOCKS, MODELS
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from equivariance import (  # noqa: E402
+from e3relax.testing import (
     make_batch, perturb_, property_errors, random_orthogonal, random_structure, rotate, run, to_data,
 )
 

@@ -2,7 +2,6 @@
 block-level checks (SO(2) convolution, Wigner frames, intra-cell edges, solver), and overfitting."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,7 @@ from e3relax.nn import deeprelax as dr
 from e3relax.nn.equiformer_v2.so2 import SO2Convolution
 from e3relax.nn.equiformer_v2.so3 import edge_wigner, rotate_from_frame, rotate_to_frame
 from e3relax.registry import LOSSES, MODELS
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from equivariance import (  # noqa: E402
+from e3relax.testing import (
     make_batch, perturb_, property_errors, random_orthogonal, random_structure, rotate, run,
 )
 
@@ -183,7 +180,7 @@ def test_trains_through_the_engine(name, tmp_path):
     from e3relax.engine.config import resolve_config
     from e3relax.engine.trainer import train
 
-    from equivariance import to_data
+    from e3relax.testing import to_data
 
     data = []
     for k, n in enumerate((3, 4, 5)):

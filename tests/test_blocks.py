@@ -9,7 +9,7 @@ import torch
 from e3relax.nn.common import StackedLinear, StackedMLP
 from e3relax.nn.radial import polynomial_envelope
 from e3relax.registry import BLOCKS
-from equivariance import random_orthogonal
+from e3relax.testing import random_orthogonal
 
 
 

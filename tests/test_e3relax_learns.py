@@ -14,7 +14,7 @@ import torch
 
 from e3relax import keys
 from e3relax.registry import LOSSES, MODELS
-from equivariance import make_batch, random_structure
+from e3relax.testing import make_batch, random_structure
 
 
 def _errors(out, data):

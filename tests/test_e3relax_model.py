@@ -12,7 +12,7 @@ from e3relax import keys
 from e3relax.nn.scalar_vector import ScalarVectorMessage
 from e3relax.registry import LOSSES, MODELS
 from e3relax.types import RelaxOutput
-from equivariance import make_batch, perturb_, random_structure
+from e3relax.testing import make_batch, perturb_, random_structure
 
 CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
 TINY = {"hidden_channels": 8, "num_layers": 3, "num_rbf": 6}

@@ -12,7 +12,7 @@ import torch
 
 from e3relax import keys
 from e3relax.registry import MODELS
-from equivariance import make_batch, perturb_, random_structure
+from e3relax.testing import make_batch, perturb_, random_structure
 
 F_, T_, K_, CUT = 8, 3, 6, 30.0
 

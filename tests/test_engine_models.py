@@ -6,17 +6,17 @@ import math
 import pytest
 import torch
 
-import equivariance as eq
 from e3relax import keys as K
 from e3relax.engine.config import resolve_config
 from e3relax.engine.trainer import train
 from e3relax.registry import MODELS
+from e3relax.testing import random_structure, to_data
 
 
 def _data():
     out = []
     for i in range(8):
-        d = eq.to_data(eq.random_structure(3 + i % 3, seed=i, labels=True))
+        d = to_data(random_structure(3 + i % 3, seed=i, labels=True))
         d[K.ID] = f"s{i}"
         out.append(d)
     return out

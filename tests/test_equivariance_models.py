@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from e3relax.registry import MODELS
-from equivariance import PROPERTIES, TOLERANCE, perturb_, property_errors, random_structure, signal, status
+from e3relax.testing import PROPERTIES, TOLERANCE, perturb_, property_errors, random_structure, signal, status
 
 #: Extra configurations beyond each model's own ``test_config()``.
 VARIANTS = {

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from e3relax.registry import MODELS
+from e3relax.testing import run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from equivariance import run  # noqa: E402
 from test_equivariance_models import CASES, built, structures  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "models.pt"

@@ -7,7 +7,7 @@ import torch
 from e3relax import keys
 from e3relax.registry import LOSSES
 from e3relax.types import RelaxOutput
-from equivariance import make_batch, random_structure
+from e3relax.testing import make_batch, random_structure
 
 
 @pytest.fixture()

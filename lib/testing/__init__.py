@@ -1,0 +1,39 @@
+"""Test kit for models, blocks and importers, shipped with the package.
+
+``e3relax.testing`` holds what the toolkit's own tests use, so that a user's component is checked
+the same way:
+
+- :mod:`~e3relax.testing.structures`: small float64 triclinic crystals with brute-force graphs;
+- :mod:`~e3relax.testing.equivariance`: the symmetry laws of a whole model, layer by layer
+  (:func:`assert_relax_laws`).
+"""
+from e3relax.testing.equivariance import (
+    PROPERTIES,
+    TOLERANCE,
+    assert_relax_laws,
+    perturb_,
+    permute,
+    property_errors,
+    property_layer_errors,
+    random_orthogonal,
+    rotate,
+    run,
+    signal,
+    status,
+    wrap,
+)
+from e3relax.testing.structures import (
+    SELF_IMAGE_OFFSETS,
+    Structure,
+    build_edges,
+    default_structures,
+    make_batch,
+    random_structure,
+    to_data,
+)
+
+__all__ = [
+    "PROPERTIES", "TOLERANCE", "SELF_IMAGE_OFFSETS", "Structure", "assert_relax_laws", "build_edges",
+    "default_structures", "make_batch", "perturb_", "permute", "property_errors", "property_layer_errors",
+    "random_orthogonal", "random_structure", "rotate", "run", "signal", "status", "to_data", "wrap",
+]
