@@ -9,85 +9,36 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from e3relax import keys as K
-from e3relax.engine.data import collate, eval_loader, prepare_batch
-from e3relax.metrics import structure_metrics, structures_from_batch
+from e3relax.engine.data import collate, prepare_batch
+from e3relax.engine.evaluation import EvalTable, evaluate
 
 __all__ = ["Predictions", "predict", "dummy_predictions", "time_inference", "count_parameters", "subset"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Predictions:
-    """Per-structure results over a dataset, in dataset order.
-
-    Attributes:
-        ids: structure ids.
-        natoms: atoms per structure.
-        metrics: metric name -> [B] array.
-        structures: predicted structures (``ase.Atoms``).
-        references: relaxed labels (``ase.Atoms``), in the frame of the input.
-        inputs: unrelaxed inputs (``ase.Atoms``).
-    """
-
-    ids: list[str] = field(default_factory=list)
-    natoms: list[int] = field(default_factory=list)
-    metrics: dict[str, np.ndarray] = field(default_factory=dict)
-    structures: list[Any] = field(default_factory=list)
-    references: list[Any] = field(default_factory=list)
-    inputs: list[Any] = field(default_factory=list)
-
-
-def _ids(batch: Any) -> list[str]:
-    ids = batch[K.ID] if K.ID in batch else [""] * batch.num_graphs
-    return [str(i) for i in (ids.tolist() if torch.is_tensor(ids) else ids)]
-
-
-def _run(predict_fn: Callable[[Any], tuple[torch.Tensor, torch.Tensor]], dataset: Dataset, device: torch.device,
-         dtype: torch.dtype, batch_size: int) -> Predictions:
-    out = Predictions()
-    values: dict[str, list[np.ndarray]] = {}
-    for batch in eval_loader(dataset, batch_size):
-        batch = prepare_batch(batch, device, dtype)
-        pos, cell = predict_fn(batch)
-        pos, cell = pos.detach().to(dtype), cell.detach().reshape(-1, 3, 3).to(dtype)
-        for name, v in structure_metrics(pos, cell, batch[K.POS_R], batch[K.CELL_R], batch[K.BATCH]).items():
-            values.setdefault(name, []).append(v.double().cpu().numpy())
-        pbc = batch[K.PBC].reshape(-1, 3) if K.PBC in batch else None
-        z, b = batch[K.Z], batch[K.BATCH]
-        out.structures += structures_from_batch(pos, cell, z, b, pbc)
-        out.references += structures_from_batch(batch[K.POS_R], batch[K.CELL_R].reshape(-1, 3, 3), z, b, pbc)
-        out.inputs += structures_from_batch(batch[K.POS_U], batch[K.CELL_U].reshape(-1, 3, 3), z, b, pbc)
-        out.ids += _ids(batch)
-        out.natoms += torch.bincount(b, minlength=batch.num_graphs).tolist()
-    out.metrics = {k: np.concatenate(v) for k, v in values.items()}
-    return out
+#: per-structure results of a model on a dataset (one evaluation path for the whole toolkit)
+Predictions = EvalTable
 
 
 def predict(model: torch.nn.Module, dataset: Dataset, device: torch.device, dtype: torch.dtype = torch.float32,
             batch_size: int = 16) -> Predictions:
-    """Last-layer predictions of ``model`` on ``dataset`` with their per-structure metrics."""
-    model = model.to(device=device, dtype=dtype).eval()
-
-    def fn(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            out = model(batch)
-        return out.final_pos, out.final_cell
-
-    return _run(fn, dataset, device, dtype, batch_size)
+    """Last-layer predictions of ``model`` on ``dataset`` with their per-structure metrics and structures."""
+    return evaluate(model, dataset, batch_size=batch_size, device=device, dtype=dtype, keep_structures=True,
+                    progress=None)
 
 
 def dummy_predictions(dataset: Dataset, batch_size: int = 64) -> Predictions:
     """The Dummy row: the unrelaxed input taken as the prediction."""
-    return _run(lambda b: (b[K.POS_U], b[K.CELL_U]), dataset, torch.device("cpu"), torch.float64, batch_size)
+    from e3relax.registry import MODELS
+
+    return evaluate(MODELS.build({"name": "dummy"}), dataset, batch_size=batch_size, device="cpu",
+                    dtype=torch.float64, keep_structures=True, progress=None)
 
 
 def _sync(device: torch.device) -> None:

@@ -121,19 +121,27 @@ def model_weights(ckpt: Mapping[str, Any], which: str = "ema") -> dict[str, torc
     return ckpt[key]
 
 
-def model_from_checkpoint(path: str | Path, weights: str = "ema", device: str | torch.device = "cpu",
+def model_from_checkpoint(path: str | Path | Mapping[str, Any], weights: str = "ema",
+                          device: str | torch.device = "cpu",
                           dtype: torch.dtype | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the model of a checkpoint from its saved config and load its weights.
+
+    Args:
+        path: checkpoint file, run folder, or a checkpoint already loaded with :func:`load_checkpoint`.
+        weights: ``ema`` (default) or ``model``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: default: the run's dtype.
 
     Returns:
         (model in eval mode, resolved config of the run).
     """
+    from e3relax.device import resolve_device
     from e3relax.registry import MODELS
 
-    ckpt = load_checkpoint(path)
+    ckpt = path if isinstance(path, Mapping) else load_checkpoint(path)
     config = ckpt["config"]
     if dtype is None:
         dtype = torch.float64 if config.get("dtype") == "float64" else torch.float32
     model = MODELS.build(config["model"]).to(dtype=dtype)  # cast first: loading keeps the saved precision
     model.load_state_dict(model_weights(ckpt, weights))
-    return model.to(device=device).eval(), config
+    return model.to(device=resolve_device(device)).eval(), config

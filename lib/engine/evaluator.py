@@ -59,8 +59,10 @@ class RelaxMetrics(Metric):
         pooled = float((values[COORD].detach().double().cpu() * 3 * natoms).sum())
         self._sums[prefix + POOLED] = self._sums.get(prefix + POOLED, 0.0) + pooled
 
-    def update(self, output: tuple[torch.Tensor, torch.Tensor, Any]) -> None:
-        pos, cell, batch = output
+    def update(self, output: tuple) -> None:
+        pos, cell, batch, *rest = output
+        for name, v in (rest[0] if rest else {}).items():  # per-structure extras, e.g. uncertainty [B]
+            self.rows.setdefault(name, []).extend(v.detach().double().cpu().tolist())
         natoms = torch.bincount(batch.batch, minlength=cell.shape[0]).cpu().double()
         ref_pos, ref_cell = batch[K.POS_R], batch[K.CELL_R]
         self._add("", structure_metrics(pos, cell, ref_pos, ref_cell, batch.batch), natoms)
@@ -88,22 +90,29 @@ class RelaxMetrics(Metric):
         return out
 
 
-def create_evaluator(model: torch.nn.Module, device: torch.device, dtype: torch.dtype,
-                     amp: str | None = None) -> Engine:
+def create_evaluator(model: Any, device: torch.device, dtype: torch.dtype, amp: str | None = None) -> Engine:
     """An Ignite engine running ``model`` without gradients and accumulating :class:`RelaxMetrics`.
 
-    The engine's output per batch is ``(pred_pos [N,3], pred_cell [B,3,3], batch)`` of the last layer;
-    ``engine.state.metrics`` holds the summaries and ``engine.relax_metrics.rows`` the per-structure values.
+    ``model`` is a model (its last layer is the prediction) or a predictor with
+    ``predict_batch(batch) -> (pos [N,3], cell [B,3,3], extras {name: [B]})``, such as an ensemble
+    :class:`~e3relax.predict.Relaxer`. The engine's output per batch is
+    ``(pred_pos, pred_cell, batch, extras)``; ``engine.state.metrics`` holds the summaries and
+    ``engine.relax_metrics.rows`` the per-structure values (extras included).
     """
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "", None)
+    predict_batch = getattr(model, "predict_batch", None)
 
     def step(engine: Engine, batch: Any):
-        model.eval()
         batch = prepare_batch(batch, device, dtype)
         with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
                                              enabled=amp_dtype is not None and device.type == "cuda"):
-            out = model(batch)
-        return out.final_pos.to(dtype), out.final_cell.to(dtype), batch
+            if predict_batch is not None:
+                pos, cell, extras = predict_batch(batch)
+            else:
+                model.eval()
+                out = model(batch)
+                pos, cell, extras = out.final_pos, out.final_cell, {}
+        return pos.to(dtype), cell.reshape(-1, 3, 3).to(dtype), batch, extras
 
     engine = Engine(step)
     metric = RelaxMetrics()

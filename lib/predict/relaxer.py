@@ -99,6 +99,8 @@ class Relaxer:
         self.graph = GRAPHS.build(dict(graph))
         self.limits = limits or SanityLimits()
         self.device = torch.device(device)
+        #: per-structure columns :meth:`predict_batch` adds to an evaluation table
+        self.extra_columns = ("uncertainty",) if len(self.models) > 1 else ()
         self.dtype = dtype
         self.names = list(names or [f"model{i}" for i in range(len(models))])
 
@@ -116,25 +118,22 @@ class Relaxer:
             ensemble: use every member of a pretrained ensemble (False: the first only, faster).
             limits: flag thresholds; default: the checkpoint's recorded training range.
         """
-        from e3relax.engine.checkpoint import load_checkpoint, model_weights
+        from e3relax.device import resolve_device
+        from e3relax.engine.checkpoint import load_checkpoint, model_from_checkpoint
         from e3relax.predict.pretrained import graph_spec, resolve_checkpoints
-        from e3relax.registry import MODELS
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(device)
         files = resolve_checkpoints(checkpoint)
         if not ensemble:
             files = files[:1]
         models, graphs, stats = [], [], {}
         for f in files:
             ckpt = load_checkpoint(f)
-            config = ckpt["config"]
-            model = MODELS.build(config["model"])
-            model.load_state_dict(model_weights(ckpt, weights))
-            dt = dtype or (torch.float64 if config.get("dtype") == "float64" else torch.float32)
-            models.append(model.to(device=device, dtype=dt).eval())
+            model, _ = model_from_checkpoint(ckpt, weights=weights, device=device, dtype=dtype)
+            models.append(model)
             graphs.append(graph_spec(ckpt))
             stats = stats or dict(ckpt.get("predict") or {})
+        dt = next((p.dtype for p in models[0].parameters()), dtype or torch.float32)
         if any(g != graphs[0] for g in graphs[1:]):
             raise ValueError(f"checkpoints {[str(f) for f in files]} were trained on different graph settings")
         if limits is None:
@@ -159,6 +158,23 @@ class Relaxer:
             final = torch.stack([o.final_pos for o in outs])  # [M, N, 3]
             spread = (final - final.mean(0)).pow(2).sum(-1).mean(0)  # [N] mean squared distance
         return pos, cell, spread
+
+    @torch.no_grad()
+    def predict_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Last-layer prediction of a collated batch with graphs, for :func:`e3relax.engine.evaluation.evaluate`.
+
+        Returns:
+            (pos [N, 3], cell [B, 3, 3], extras): ``extras["uncertainty"]`` [B] is the RMS distance of the
+            members' final positions from their mean (A), for an ensemble only.
+        """
+        pos, cell, spread = self._forward(batch)
+        extras = {}
+        if spread is not None:
+            from torch_geometric.utils import scatter
+
+            extras["uncertainty"] = scatter(spread, batch[keys.BATCH], dim=0, dim_size=cell[-1].shape[0],
+                                            reduce="mean").sqrt()
+        return pos[-1], cell[-1], extras
 
     def _finish(self, structure: Any, sid: str, pos_t: list[np.ndarray], cell_t: list[np.ndarray],
                 spread: np.ndarray | None, deform_vacuum: bool, vacuum_threshold: float | None,
