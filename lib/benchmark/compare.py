@@ -20,6 +20,7 @@ import torch
 
 from e3relax.benchmark import figures, tables
 from e3relax.benchmark.budget import Budget
+from e3relax.device import resolve_device
 from e3relax.benchmark.data import prepare_data
 from e3relax.benchmark.predict import Predictions, dummy_predictions, predict, subset
 from e3relax.benchmark.runner import match_summary, test_model, train_model
@@ -203,7 +204,7 @@ class Comparison:
         log.info("%s %s seed %d: %d steps in %.0f s (best validation coord MAE %.4f at step %s); testing",
                  tag, run.label, seed, record["steps"], record["train_seconds"], record["best_val"],
                  record["best_step"])
-        device = torch.device(self.device if self.device != "auto" else "cpu")
+        device = resolve_device(self.device)
         preds, test = test_model(model, test_ds, device, self.budget.batch_size, self.match_max,
                                  self.timing_structures)
         _write_per_structure(preds, self.out / "per_structure" / f"{run.key}_s{seed}.csv")

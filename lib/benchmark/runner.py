@@ -67,7 +67,7 @@ def train_model(run: ModelRun, seed: int, splits: Mapping[str, Path], budget: Bu
     state = dict(budget_mod.RUN_STATE)
     best = run_dir / "checkpoints" / "best.pt"
     ckpt = best if best.exists() else run_dir / "checkpoints" / "last.pt"
-    model, _ = model_from_checkpoint(ckpt, weights="ema", device=device if device != "auto" else "cpu")
+    model, _ = model_from_checkpoint(ckpt, weights="ema", device=device)
     record = {"train_seconds": seconds, "steps": int(summary.get("iteration") or state.get("iterations") or 0),
               "wall_budget_hit": bool(state.get("wall_budget_hit")), "checkpoint": ckpt.name,
               "val_history": [list(h) for h in state.get("history", [])],
