@@ -13,9 +13,14 @@ MAE pooled over all atoms x 3 components of the validation set (:func:`pooled_co
 """
 from __future__ import annotations
 
+import logging
 import math
+import signal
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +33,10 @@ __all__ = [
     "PAPER_METRICS", "MatcherSettings", "STRICT", "LOOSE",
     "lattice_parameters", "structure_metrics", "pooled_coord_mae", "dummy_metrics", "batch_metrics",
     "match_metrics", "space_group_number", "summarize", "MetricAccumulator", "structures_from_batch",
+    "MATCH_TIME_LIMIT", "MIN_CELL_FLATNESS", "MIN_VOLUME_PER_ATOM", "MatchTimeout", "degenerate_cell",
 ]
+
+log = logging.getLogger(__name__)
 
 MAE_POS = "mae_pos"                 #: per-structure coordinate MAE (A)
 MAE_POS_MASKED = "mae_pos_masked"   #: coordinate MAE over masked atoms only (e.g. OC22 tags != 0)
@@ -224,23 +232,93 @@ def space_group_number(structure: Any, symprec: float = 0.1) -> int:
     return int(ds.number if hasattr(ds, "number") else ds["number"])
 
 
+#: seconds one StructureMatcher comparison (one pair, one tolerance setting) may take; a pair that
+#: runs out counts as unmatched. Typical pairs take milliseconds; near-degenerate cells can take minutes.
+MATCH_TIME_LIMIT = 10.0
+#: a cell with V / (a b c) below this is degenerate (its vectors nearly coplanar; 1 for a cube,
+#: 0.71 for the flattest Niggli-reduced cell)
+MIN_CELL_FLATNESS = 0.05
+#: a cell with less volume per atom than this (A^3) is degenerate (real crystals have > 5)
+MIN_VOLUME_PER_ATOM = 0.5
+
+
+class MatchTimeout(Exception):
+    """A structure comparison ran past its time limit."""
+
+
+def degenerate_cell(cell: Any, num_atoms: int) -> str:
+    """Why a cell cannot be compared (non-finite, flat, or too little volume per atom); "" when it can.
+
+    Shapes: cell [3, 3] (rows = lattice vectors).
+    """
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    if not np.isfinite(cell).all():
+        return "non-finite cell"
+    lengths = np.linalg.norm(cell, axis=1)
+    volume = abs(float(np.linalg.det(cell)))
+    flatness = volume / float(np.prod(lengths)) if lengths.all() else 0.0
+    if flatness < MIN_CELL_FLATNESS:
+        return f"flat cell (V / abc = {flatness:.3g} < {MIN_CELL_FLATNESS})"
+    if volume / max(num_atoms, 1) < MIN_VOLUME_PER_ATOM:
+        return f"cell volume {volume:.3g} A^3 for {num_atoms} atoms (< {MIN_VOLUME_PER_ATOM} A^3 per atom)"
+    return ""
+
+
+@contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`MatchTimeout` in the block after ``seconds`` of wall time (SIGALRM timer).
+
+    Only the main thread of a process can receive the signal; elsewhere (or with ``seconds``
+    None / 0) the block runs without a limit. A timer already armed by the caller is re-armed
+    afterwards with what is left of it.
+    """
+    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise MatchTimeout(f"no result within {seconds:g} s")
+
+    t0 = time.monotonic()
+    previous_handler = signal.signal(signal.SIGALRM, on_alarm)
+    previous_delay, previous_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler)
+        if previous_delay > 0:
+            left = previous_delay - (time.monotonic() - t0)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), previous_interval)
+
+
 def match_metrics(
     pred_structures: Sequence[Any],
     ref_structures: Sequence[Any],
     settings: Iterable[MatcherSettings] = (STRICT, LOOSE),
     symprec: float = 0.1,
+    time_limit: float | None = MATCH_TIME_LIMIT,
+    ids: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """StructureMatcher match / RMSD and spglib space-group agreement, per structure.
+
+    A predicted cell that :func:`degenerate_cell` rejects is not compared (it counts as unmatched,
+    space group 0); a comparison that runs past ``time_limit`` seconds or that pymatgen fails on
+    counts as unmatched for that setting. Each such pair is logged with its id.
 
     Args:
         pred_structures, ref_structures: equal-length sequences of Atoms or Structures.
         settings: matcher tolerances; each adds ``match_<name>`` (bool) and ``rmsd_<name>``
             (pymatgen's RMS displacement normalised by (V/N)^(1/3); NaN when not matched).
         symprec: spglib tolerance (A).
+        time_limit: seconds per pair and setting (None: no limit; the limit needs the main thread).
+        ids: structure ids for the log (default: the index).
 
     Returns:
-        Dict of [B] arrays, plus ``spg_pred``, ``spg_ref`` (int) and ``spg_match`` (bool).
-        ``summarize`` of it gives match rates and mean RMSD over matched structures.
+        Dict of [B] arrays, plus ``spg_pred``, ``spg_ref`` (int), ``spg_match`` (bool),
+        ``degenerate`` (bool: predicted cell rejected), ``match_timeout`` (bool: some setting ran
+        out of time) and ``match_error`` (bool: pymatgen raised). ``summarize`` of it gives match
+        rates and mean RMSD over matched structures.
     """
     from e3relax.structures import to_structure
 
@@ -248,16 +326,49 @@ def match_metrics(
         raise ValueError(f"match_metrics: {len(pred_structures)} predictions but {len(ref_structures)} references")
     preds = [to_structure(s) for s in pred_structures]
     refs = [to_structure(s) for s in ref_structures]
+    names = [str(i) for i in ids] if ids is not None else [f"#{i}" for i in range(len(preds))]
+    degenerate = np.array([bool(_why_degenerate(p, names[i])) for i, p in enumerate(preds)], dtype=bool)
+    timeout = np.zeros(len(preds), dtype=bool)
+    error = np.zeros(len(preds), dtype=bool)
     out: dict[str, np.ndarray] = {}
     for st in settings:
         sm = st.matcher()
-        rms = np.array([_rms(sm, p, r) for p, r in zip(preds, refs)], dtype=np.float64)
+        rms = np.full(len(preds), math.nan)
+        for i, (p, r) in enumerate(zip(preds, refs)):
+            if degenerate[i]:
+                continue
+            try:
+                with _time_limit(time_limit):
+                    rms[i] = _rms(sm, p, r)
+            except MatchTimeout:
+                timeout[i] = True
+                log.warning("structure %s: %s match gave no result within %g s; counted as unmatched",
+                            names[i], st.name, time_limit)
+            except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+                error[i] = True
+                log.warning("structure %s: %s match failed (%s: %s); counted as unmatched",
+                            names[i], st.name, type(exc).__name__, exc)
         out[f"match_{st.name}"] = ~np.isnan(rms)
         out[f"rmsd_{st.name}"] = rms
-    sp = np.array([space_group_number(s, symprec) for s in preds], dtype=np.int64)
-    sr = np.array([space_group_number(s, symprec) for s in refs], dtype=np.int64)
+    sp = np.array([0 if degenerate[i] else _space_group(s, symprec) for i, s in enumerate(preds)], dtype=np.int64)
+    sr = np.array([_space_group(s, symprec) for s in refs], dtype=np.int64)
     out["spg_pred"], out["spg_ref"], out["spg_match"] = sp, sr, (sp == sr) & (sr > 0)
+    out["degenerate"], out["match_timeout"], out["match_error"] = degenerate, timeout, error
     return out
+
+
+def _why_degenerate(structure: Any, name: str) -> str:
+    why = degenerate_cell(structure.lattice.matrix, len(structure))
+    if why:
+        log.warning("structure %s: predicted %s; not compared, counted as unmatched", name, why)
+    return why
+
+
+def _space_group(structure: Any, symprec: float) -> int:
+    try:
+        return space_group_number(structure, symprec)
+    except Exception:  # noqa: BLE001 - spglib rejects some cells; "no space group" is the honest answer
+        return 0
 
 
 def structures_from_batch(pos: torch.Tensor, cell: torch.Tensor, z: torch.Tensor, batch: torch.Tensor,
