@@ -9,7 +9,7 @@ import torch
 from e3relax.nn.common import StackedLinear, StackedMLP
 from e3relax.nn.radial import polynomial_envelope
 from e3relax.registry import BLOCKS
-from e3relax.testing import random_orthogonal
+from e3relax.testing import assert_block_equivariant
 
 
 
@@ -95,10 +95,6 @@ def _features(n=5, f=6, seed=0):
     return torch.randn(n, f, generator=g), torch.randn(n, 3, f, generator=g)
 
 
-def _rot_v(v, q):
-    return torch.einsum("ndf,ed->nef", v, q)
-
-
 def test_scalar_vector_message_is_equivariant_and_sums_over_neighbours():
     torch.manual_seed(0)
     blk = BLOCKS.build({"name": "scalar_vector_message", "hidden_channels": 6, "num_rbf": 4}).double()
@@ -106,12 +102,10 @@ def test_scalar_vector_message_is_equivariant_and_sums_over_neighbours():
     ei = torch.tensor([[1, 2, 3, 4, 0], [0, 0, 1, 2, 3]])
     unit = torch.nn.functional.normalize(torch.randn(5, 3), dim=-1)
     rbf = torch.rand(5, 4)
-    q = random_orthogonal(1, -1.0)
-    s1, v1 = blk(s, v, rbf, unit, ei)
-    s2, v2 = blk(s, _rot_v(v, q), rbf, unit @ q.T, ei)
-    torch.testing.assert_close(s1, s2)
-    torch.testing.assert_close(_rot_v(v1, q), v2)
+    assert_block_equivariant(blk, (s, v, rbf, unit, ei), kinds=("scalar", "vector", "scalar", "cartesian", "scalar"),
+                             out_kinds=("scalar", "vector"))
     # atom 4 receives nothing: scalars only rescaled by 1/sqrt 2, vectors unchanged
+    s1, v1 = blk(s, v, rbf, unit, ei)
     torch.testing.assert_close(s1[4], s[4] / 2**0.5)
     torch.testing.assert_close(v1[4], v[4])
 
@@ -119,13 +113,8 @@ def test_scalar_vector_message_is_equivariant_and_sums_over_neighbours():
 @pytest.mark.parametrize("name", ["tanh_self_update", "painn_update"])
 def test_self_updates_are_equivariant(name):
     torch.manual_seed(0)
-    blk = BLOCKS.build({"name": name, "hidden_channels": 6}).double()
-    s, v = _features()
-    q = random_orthogonal(2, 1.0)
-    s1, v1 = blk(s, v)
-    s2, v2 = blk(s, _rot_v(v, q))
-    torch.testing.assert_close(s1, s2)
-    torch.testing.assert_close(_rot_v(v1, q), v2)
+    blk = BLOCKS.build({"name": name, "hidden_channels": 6})
+    assert_block_equivariant(blk, _features(), kinds=("scalar", "vector"), out_kinds=("scalar", "vector"))
 
 
 def test_painn_update_scaled_and_unscaled_formulas():
@@ -150,8 +139,54 @@ def test_position_update_step_scale_and_equivariance():
     half.load_state_dict(full.state_dict())
     s, v = _features()
     torch.testing.assert_close(half(s, v), 0.5 * full(s, v))
-    q = random_orthogonal(3, -1.0)
-    torch.testing.assert_close(full(s, _rot_v(v, q)), full(s, v) @ q.T)
+    assert_block_equivariant(full, (s, v), kinds=("scalar", "vector"), out_kinds="cartesian", perturb=0.1)
+
+
+def _lattice_inputs(seed: int = 0):
+    """Two structures (2 + 3 atoms) with features, lattice-node states, positions and cells."""
+    g = torch.Generator().manual_seed(seed)
+    s, v = _features(5, 6, seed)
+    y, ybar = torch.randn(2, 3, 6, generator=g), torch.randn(2, 3, 3, 6, generator=g)
+    cell = torch.eye(3) * 4 + 0.4 * torch.randn(2, 3, 3, generator=g)
+    batch = torch.tensor([0, 0, 1, 1, 1])
+    pos = torch.einsum("nd,ndk->nk", torch.rand(5, 3, generator=g), cell[batch])
+    return s, v, y, ybar, pos, cell, batch
+
+
+@pytest.mark.parametrize("mode", ["tip_absolute", "centroid", "lattice_only"])
+def test_lattice_atom_interaction_is_equivariant(mode):
+    torch.manual_seed(0)
+    blk = BLOCKS.build({"name": "lattice_atom_interaction", "hidden_channels": 6, "num_rbf": 4,
+                        "geometry_mode": mode})
+    radial = BLOCKS.build({"name": "gaussian_rbf", "num_rbf": 4, "cutoff": 30.0})
+    assert_block_equivariant(blk, (*_lattice_inputs(), radial),
+                             kinds=("scalar", "vector", "scalar", "vector", "cartesian", "cartesian", "scalar",
+                                    "scalar"),
+                             out_kinds=("scalar", "vector"))
+
+
+def test_lattice_node_update_is_equivariant():
+    torch.manual_seed(0)
+    blk = BLOCKS.build({"name": "lattice_node_update", "hidden_channels": 6, "per_lattice_params": True})
+    s, v, y, ybar, _, _, batch = _lattice_inputs(1)
+    assert_block_equivariant(blk, (s, v, y, ybar, batch, 2),
+                             kinds=("scalar", "vector", "scalar", "vector", "scalar", "scalar"),
+                             out_kinds=("scalar", "vector"))
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_lattice_update_rows_are_equivariant_columns_are_not(affine):
+    torch.manual_seed(0)
+    _, _, _, ybar, pos, cell, batch = _lattice_inputs(2)
+    kinds = ("cartesian", "cartesian", "vector", "scalar")
+    rows = BLOCKS.build({"name": "lattice_update", "hidden_channels": 6, "affine_positions": affine})
+    assert_block_equivariant(rows, (pos, cell, ybar, batch), kinds=kinds, out_kinds=("cartesian", "cartesian"),
+                             perturb=0.1)
+    cols = BLOCKS.build({"name": "lattice_update", "hidden_channels": 6, "affine_positions": affine,
+                         "transpose": True})
+    with pytest.raises(AssertionError, match=r"LatticeUpdate is not equivariant.*output 1 \(cartesian\) under rotation"):
+        assert_block_equivariant(cols, (pos, cell, ybar, batch), kinds=kinds, out_kinds=("cartesian", "cartesian"),
+                                 perturb=0.1)
 
 
 def test_lattice_update_rows_columns_and_affine_positions():

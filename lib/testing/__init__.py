@@ -5,8 +5,10 @@ the same way:
 
 - :mod:`~e3relax.testing.structures`: small float64 triclinic crystals with brute-force graphs;
 - :mod:`~e3relax.testing.equivariance`: the symmetry laws of a whole model, layer by layer
-  (:func:`assert_relax_laws`).
+  (:func:`assert_relax_laws`);
+- :mod:`~e3relax.testing.blocks`: O(3) equivariance of one block (:func:`assert_block_equivariant`).
 """
+from e3relax.testing.blocks import KINDS, act, assert_block_equivariant
 from e3relax.testing.equivariance import (
     PROPERTIES,
     TOLERANCE,
@@ -33,7 +35,8 @@ from e3relax.testing.structures import (
 )
 
 __all__ = [
-    "PROPERTIES", "TOLERANCE", "SELF_IMAGE_OFFSETS", "Structure", "assert_relax_laws", "build_edges",
-    "default_structures", "make_batch", "perturb_", "permute", "property_errors", "property_layer_errors",
-    "random_orthogonal", "random_structure", "rotate", "run", "signal", "status", "to_data", "wrap",
+    "KINDS", "PROPERTIES", "TOLERANCE", "SELF_IMAGE_OFFSETS", "Structure", "act", "assert_block_equivariant",
+    "assert_relax_laws", "build_edges", "default_structures", "make_batch", "perturb_", "permute",
+    "property_errors", "property_layer_errors", "random_orthogonal", "random_structure", "rotate", "run",
+    "signal", "status", "to_data", "wrap",
 ]

@@ -46,7 +46,8 @@ class Structure:
         return int(self.pos.shape[0])
 
 
-def build_edges(pos: torch.Tensor, cell: torch.Tensor, cutoff: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def build_edges(pos: torch.Tensor, cell: torch.Tensor,
+                cutoff: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Brute-force periodic neighbours within ``cutoff`` (self-images dropped) and 6 self-image edges.
 
     Args:
