@@ -9,7 +9,7 @@ from e3relax import keys
 from e3relax.geometry import edge_vectors
 from e3relax.model_base import RelaxModel, SymmetryLaws
 from e3relax.nn import deeprelax as dr
-from e3relax.nn import deeprelax_loss  # noqa: F401  (registers the "laplace_distance" loss)
+from e3relax import losses  # noqa: F401  (registers the "laplace_distance" loss)
 from e3relax.nn.painn import PaiNNStack
 from e3relax.registry import BLOCKS, HEADS, MODELS
 from e3relax.types import RelaxOutput

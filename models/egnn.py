@@ -8,11 +8,10 @@ from torch import nn
 from e3relax import keys
 from e3relax.geometry import edge_vectors
 from e3relax.model_base import RelaxModel, SymmetryLaws
+from e3relax.nn.embedding import NUM_ELEMENTS
 from e3relax.nn.egnn import EquivariantGraphConv, InitialEdgeAttributes
 from e3relax.registry import HEADS, MODELS
 from e3relax.types import RelaxOutput
-
-NUM_ELEMENTS = 118
 
 _LATTICE_HEAD_BREAKS = (
     "the DeepRelax lattice head reads and writes Cartesian cell components, so the predicted cell "

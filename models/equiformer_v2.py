@@ -15,7 +15,8 @@ from e3relax.geometry import edge_vectors
 from e3relax.model_base import RelaxModel, SymmetryLaws
 from e3relax.nn.equiformer_v2.act import RMSNormSH
 from e3relax.nn.equiformer_v2.attention import EdgeDegreeEmbedding, EqV2Block, SO2GraphAttention
-from e3relax.nn.equiformer_v2.so3 import GaussianBasis, edge_wigner
+from e3relax.nn.equiformer_v2.so3 import edge_wigner
+from e3relax.nn.radial import GaussianSmearing
 from e3relax.registry import HEADS, MODELS
 from e3relax.types import RelaxOutput
 
@@ -73,7 +74,7 @@ class EquiformerV2(RelaxModel):
         self.activation_name = activation if isinstance(activation, str) else activation.get("name")
         self.lattice_head_name = lattice_head if isinstance(lattice_head, str) else lattice_head.get("name")
         self.embed = nn.Embedding(max_atomic_number, c)
-        self.rbf = GaussianBasis(num_rbf, cutoff)
+        self.rbf = GaussianSmearing(num_rbf, cutoff)
         self.src_embed = nn.Embedding(max_atomic_number, edge_channels)
         self.tgt_embed = nn.Embedding(max_atomic_number, edge_channels)
         edge_in = num_rbf + 2 * edge_channels

@@ -9,9 +9,11 @@ from torch import nn
 from e3relax import keys
 from e3relax.geometry import edge_vectors
 from e3relax.model_base import RelaxModel, SymmetryLaws
-from e3relax.models.egnn import NUM_ELEMENTS, lattice_head_laws
+from e3relax.models.egnn import lattice_head_laws
+from e3relax.nn.embedding import NUM_ELEMENTS
 from e3relax.nn.gata import GeometryAwareTensorAttention, HierarchicalTensorRefinement
-from e3relax.nn.gotennet import EquivariantFeedForward, ExpNormRBF, GotenEdgeInit, GotenNodeInit
+from e3relax.nn.gotennet import EquivariantFeedForward, GotenEdgeInit, GotenNodeInit
+from e3relax.nn.radial import ExpNormRBF
 from e3relax.registry import HEADS, MODELS
 from e3relax.types import RelaxOutput
 

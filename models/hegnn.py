@@ -8,7 +8,8 @@ from torch import nn
 from e3relax import keys
 from e3relax.geometry import edge_vectors
 from e3relax.model_base import RelaxModel, SymmetryLaws
-from e3relax.models.egnn import NUM_ELEMENTS, lattice_head_laws, layer_cells
+from e3relax.models.egnn import lattice_head_laws, layer_cells
+from e3relax.nn.embedding import NUM_ELEMENTS
 from e3relax.nn.egnn import InitialEdgeAttributes
 from e3relax.nn.hegnn import HEGNNLayer, SteerableInit
 from e3relax.registry import HEADS, MODELS

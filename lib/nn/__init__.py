@@ -4,4 +4,4 @@ from e3relax.nn import common, embedding, lattice, position, radial, scalar_vect
 from e3relax.nn import egnn, gata, gotennet, hegnn  # noqa: F401
 from e3relax.nn import equiformer_v2  # noqa: F401
 from e3relax.nn import painn  # noqa: F401
-from e3relax.nn import deeprelax, deeprelax_loss  # noqa: F401
+from e3relax.nn import deeprelax  # noqa: F401

@@ -45,10 +45,15 @@ def use_compiled_kernels(enabled: bool = True, dynamic: Optional[bool] = None) -
 
 
 class ScaledSiLU(nn.Module):
-    """``SiLU(x) / 0.6`` (keeps unit variance for unit-normal inputs)."""
+    """``SiLU(x) / 0.6``, the activation of the OCP PaiNN lineage and E3Relax (keeps unit variance
+    for unit-normal inputs). The toolkit's only copy."""
+
+    @staticmethod
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.silu(x) * (1.0 / 0.6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.silu(x) * (1.0 / 0.6)
+        return self.fn(x)
 
 
 class StackedLinear(nn.Module):
@@ -110,14 +115,33 @@ class StackedMLP(nn.Module):
         return x
 
 
-def mlp(dims: list[int], act_last: bool = False, bias: bool = True) -> nn.Sequential:
-    """``Linear -> ScaledSiLU -> ... -> Linear`` (PyTorch default initialisation, as the reference)."""
+def mlp(dims: list[int], act_last: bool = False, bias: bool = True,
+        activation: Callable[[], nn.Module] = ScaledSiLU) -> nn.Sequential:
+    """The one MLP builder: ``Linear -> act -> ... -> Linear`` (``-> act`` with ``act_last``).
+
+    ``activation`` is a module class (``ScaledSiLU``, the OCP/E3Relax default; ``nn.SiLU`` for the
+    EGNN/HEGNN/GotenNet lineage). Linears keep PyTorch's default initialisation (the reference);
+    callers re-initialise where their original does. Module indices: linears at even positions.
+
+    Shapes:
+        x: [..., dims[0]] -> [..., dims[-1]]
+    """
     layers: list[nn.Module] = []
     for k, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
         layers.append(nn.Linear(a, b, bias=bias))
         if k < len(dims) - 2 or act_last:
-            layers.append(ScaledSiLU())
+            layers.append(activation())
     return nn.Sequential(*layers)
+
+
+def xavier_(module: nn.Module) -> nn.Module:
+    """Xavier-uniform weights and zero biases for every ``nn.Linear`` inside ``module`` (in place)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
 
 
 def linear(a: int, b: int, bias: bool = True) -> nn.Linear:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter, to_dense_batch
 
-from e3relax.nn.heads import ScaledSiLU
+from e3relax.nn.common import mlp
 from e3relax.registry import BLOCKS
 
 __all__ = ["intra_cell_edges", "offset_encoding", "DistanceHead", "EDGSolver",
@@ -93,9 +93,9 @@ class DistanceHead(nn.Module):
     def __init__(self, hidden_channels: int, edge_channels: int, mean_init: float = 3.0) -> None:
         super().__init__()
         f = hidden_channels
-        self.node = nn.Sequential(nn.Linear(f, f), ScaledSiLU())
-        self.edge = nn.Sequential(nn.Linear(edge_channels, f), ScaledSiLU(), nn.Linear(f, f), ScaledSiLU())
-        self.out = nn.Sequential(nn.Linear(3 * f, f), ScaledSiLU(), nn.Linear(f, f), ScaledSiLU(), nn.Linear(f, 2))
+        self.node = mlp([f, f], act_last=True)
+        self.edge = mlp([edge_channels, f, f], act_last=True)
+        self.out = mlp([3 * f, f, f, 2])
         with torch.no_grad():
             self.out[-1].bias[0] = mean_init
 

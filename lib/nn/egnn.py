@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
+from e3relax.nn.common import mlp
 from e3relax.registry import BLOCKS
 
 __all__ = ["EquivariantGraphConv", "InitialEdgeAttributes"]
@@ -99,8 +100,8 @@ class EquivariantGraphConv(nn.Module):
         self.residual, self.attention, self.normalize = residual, attention, normalize
         self.coords_agg, self.tanh, self.coords_range, self.eps = coords_agg, tanh, coords_range, eps
         self.edge_channels = edge_channels
-        self.edge_mlp = nn.Sequential(nn.Linear(2 * f + 1 + edge_channels, f), nn.SiLU(), nn.Linear(f, f), nn.SiLU())
-        self.node_mlp = nn.Sequential(nn.Linear(2 * f, f), nn.SiLU(), nn.Linear(f, f))
+        self.edge_mlp = mlp([2 * f + 1 + edge_channels, f, f], act_last=True, activation=nn.SiLU)
+        self.node_mlp = mlp([2 * f, f, f], activation=nn.SiLU)
         last = nn.Linear(f, 1, bias=False)
         nn.init.xavier_uniform_(last.weight, gain=0.001)
         self.coord_mlp = nn.Sequential(nn.Linear(f, f), nn.SiLU(), last)

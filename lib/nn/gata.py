@@ -12,18 +12,12 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter, softmax
 
-from e3relax.nn.gotennet import cosine_cutoff, degree_index
+from e3relax.nn.common import mlp, xavier_
+from e3relax.nn.gotennet import degree_index
+from e3relax.nn.radial import cosine_cutoff
 from e3relax.registry import BLOCKS
 
 __all__ = ["GeometryAwareTensorAttention", "HierarchicalTensorRefinement"]
-
-
-def _mlp2(f_in: int, f_out: int, hidden: int) -> nn.Sequential:
-    seq = nn.Sequential(nn.Linear(f_in, hidden), nn.SiLU(), nn.Linear(hidden, f_out))
-    for lin in (seq[0], seq[2]):
-        nn.init.xavier_uniform_(lin.weight)
-        nn.init.zeros_(lin.bias)
-    return seq
 
 
 def _linear(f_in: int, f_out: int, bias: bool = True) -> nn.Linear:
@@ -84,8 +78,8 @@ class GeometryAwareTensorAttention(nn.Module):
         self.multiplier = 1 + 2 * self.split
         self.dropout = nn.Dropout(attn_dropout)
         self.w_q, self.w_k = _linear(f, f), _linear(f, f)
-        self.gamma_s = _mlp2(f, self.multiplier * f, f)
-        self.gamma_v = _mlp2(f, self.multiplier * f, f)
+        self.gamma_s = xavier_(mlp([f, f, self.multiplier * f], activation=nn.SiLU))
+        self.gamma_v = xavier_(mlp([f, f, self.multiplier * f], activation=nn.SiLU))
         self.w_re = nn.Sequential(_linear(f, f), nn.SiLU())
         self.w_rs = _linear(f, self.multiplier * f)
         self.register_buffer("deg", degree_index(lmax) if degree_wise else torch.zeros((lmax + 1) ** 2 - 1, dtype=torch.long),

@@ -1,5 +1,6 @@
 """GotenNet input blocks and feed-forward (Aykent & Xia, "GotenNet: Rethinking Efficient 3D Equivariant
-Graph Neural Networks", ICLR 2025): radial basis, node and edge initialisation, EQFF.
+Graph Neural Networks", ICLR 2025): node and edge initialisation, EQFF (its exp-normal radial
+basis and cosine cutoff live in :mod:`e3relax.nn.radial`).
 
 Feature layouts: atom scalars ``h: [N, F]``; steerable features ``X: [N, S, F]`` with
 ``S = (L+1)^2 - 1`` components of degrees l = 1..L in e3nn order (l = 1 block = x, y, z);
@@ -8,61 +9,21 @@ edge scalars ``t: [E, F]``; edge harmonics ``rsh: [E, S]`` = ``Y_l(r_ij / |r_ij|
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
+from e3relax.nn.common import mlp
+from e3relax.nn.radial import cosine_cutoff
 from e3relax.registry import BLOCKS
 
-__all__ = ["cosine_cutoff", "ExpNormRBF", "GotenNodeInit", "GotenEdgeInit", "EquivariantFeedForward",
+__all__ = ["GotenNodeInit", "GotenEdgeInit", "EquivariantFeedForward",
            "degree_index"]
-
-
-def cosine_cutoff(dist: torch.Tensor, cutoff: float) -> torch.Tensor:
-    """``f_cut(d) = (cos(pi d / c) + 1) / 2`` for d < c, else 0. Shapes: [...] -> [...]."""
-    return 0.5 * (torch.cos(dist * (math.pi / cutoff)) + 1.0) * (dist < cutoff).to(dist.dtype)
 
 
 def degree_index(lmax: int, start: int = 1) -> torch.Tensor:
     """Degree slot of every spherical-harmonic component: ``[0,0,0, 1,1,1,1,1, ...]`` for l = start..lmax."""
     return torch.cat([torch.full((2 * l + 1,), l - start, dtype=torch.long) for l in range(start, lmax + 1)])
-
-
-@BLOCKS.register("expnorm_rbf")
-class ExpNormRBF(nn.Module):
-    """Exponential-normal radial basis with a cosine cutoff (PhysNet / TorchMD-Net; GotenNet's default).
-
-    ``phi_k(d) = f_cut(d) * exp(-beta_k (exp(-alpha d) - mu_k)^2)``, ``alpha = 5 / c``,
-    ``mu_k`` evenly spaced on ``[exp(-c), 1]``, ``beta_k = (2 (1 - exp(-c)) / K)^-2``.
-
-    Args:
-        num_rbf: K.
-        cutoff: c (Angstrom).
-        trainable: learn ``mu`` and ``beta``.
-
-    Shapes:
-        dist: [...] -> [..., K]
-    """
-
-    def __init__(self, num_rbf: int = 20, cutoff: float = 5.0, trainable: bool = False) -> None:
-        super().__init__()
-        self.num_rbf, self.cutoff = num_rbf, float(cutoff)
-        self.alpha = 5.0 / self.cutoff
-        start = math.exp(-self.cutoff)
-        means = torch.linspace(start, 1.0, num_rbf)
-        betas = torch.full((num_rbf,), (2.0 / num_rbf * (1.0 - start)) ** -2)
-        if trainable:
-            self.means, self.betas = nn.Parameter(means), nn.Parameter(betas)
-        else:
-            self.register_buffer("means", means)
-            self.register_buffer("betas", betas)
-
-    def forward(self, dist: torch.Tensor) -> torch.Tensor:
-        d = dist[..., None]
-        means, betas = self.means.to(dist.dtype), self.betas.to(dist.dtype)
-        return cosine_cutoff(d, self.cutoff) * torch.exp(-betas * (torch.exp(-self.alpha * d) - means) ** 2)
 
 
 @BLOCKS.register("goten_node_init")
@@ -141,7 +102,7 @@ class EquivariantFeedForward(nn.Module):
         f = hidden_channels
         self.eps = eps
         self.mix = nn.Linear(f, f, bias=False)
-        self.gamma_m = nn.Sequential(nn.Linear(2 * f, f), nn.SiLU(), nn.Linear(f, 2 * f))
+        self.gamma_m = mlp([2 * f, f, 2 * f], activation=nn.SiLU)
         for lin in (self.mix, self.gamma_m[0], self.gamma_m[2]):
             nn.init.xavier_uniform_(lin.weight)
             if lin.bias is not None:

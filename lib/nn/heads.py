@@ -21,17 +21,11 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
+from e3relax.nn.common import ScaledSiLU, mlp, xavier_
 from e3relax.registry import HEADS
 
-__all__ = ["ScaledSiLU", "GatedEquivariantBlock", "GatedDisplacementHead", "DeepRelaxLatticeHead",
+__all__ = ["GatedEquivariantBlock", "GatedDisplacementHead", "DeepRelaxLatticeHead",
            "EquivariantLatticeHead"]
-
-
-class ScaledSiLU(nn.Module):
-    """``SiLU(x) / 0.6``, the activation of the OCP PaiNN lineage (keeps unit variance)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.silu(x) / 0.6
 
 
 class GatedEquivariantBlock(nn.Module):
@@ -54,9 +48,7 @@ class GatedEquivariantBlock(nn.Module):
         self.out_channels = out_channels
         self.vec1 = nn.Linear(in_channels, in_channels, bias=False)
         self.vec2 = nn.Linear(in_channels, out_channels, bias=False)
-        self.update = nn.Sequential(
-            nn.Linear(2 * in_channels, in_channels), ScaledSiLU(), nn.Linear(in_channels, 2 * out_channels)
-        )
+        self.update = mlp([2 * in_channels, in_channels, 2 * out_channels])
         self.act = ScaledSiLU() if scalar_activation else nn.Identity()
         self.reset_parameters()
 
@@ -100,26 +92,10 @@ class GatedDisplacementHead(nn.Module):
         return v[..., 0]
 
 
-def _mlp(sizes: list[int], final_activation: bool) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if k < len(sizes) - 2 or final_activation:
-            layers.append(ScaledSiLU())
-    return nn.Sequential(*layers)
-
-
-def _xavier(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
 def _pool(x: torch.Tensor, proj: nn.Linear, batch: torch.Tensor, num_graphs: int | None) -> torch.Tensor:
     """``g = sum_i ScaledSiLU(W_a x_i + b)`` per structure. Shapes: [N, F] -> [B, F]."""
     size = int(batch.max()) + 1 if num_graphs is None else num_graphs
-    return scatter(nn.functional.silu(proj(x)) / 0.6, batch, dim=0, dim_size=size, reduce="sum")
+    return scatter(ScaledSiLU.fn(proj(x)), batch, dim=0, dim_size=size, reduce="sum")
 
 
 @HEADS.register("deeprelax_lattice")
@@ -145,9 +121,9 @@ class DeepRelaxLatticeHead(nn.Module):
         super().__init__()
         f = hidden_channels
         self.pool_proj = nn.Linear(f, f)
-        self.cell_embed = _mlp([9, f, f], final_activation=True)
-        self.out = _mlp([2 * f, f, f, 9], final_activation=False)
-        _xavier(self)
+        self.cell_embed = mlp([9, f, f], act_last=True)
+        self.out = mlp([2 * f, f, f, 9], act_last=False)
+        xavier_(self)
 
     def forward(
         self, x: torch.Tensor, cell_u: torch.Tensor, batch: torch.Tensor, num_graphs: int | None = None
@@ -182,9 +158,9 @@ class EquivariantLatticeHead(nn.Module):
         self.gram_scale = float(gram_scale)
         self.symmetric = bool(symmetric)
         self.pool_proj = nn.Linear(f, f)
-        self.cell_embed = _mlp([9, f, f], final_activation=True)
-        self.out = _mlp([2 * f, f, f, 9], final_activation=False)
-        _xavier(self)
+        self.cell_embed = mlp([9, f, f], act_last=True)
+        self.out = mlp([2 * f, f, f, 9], act_last=False)
+        xavier_(self)
 
     def forward(
         self, x: torch.Tensor, cell_u: torch.Tensor, batch: torch.Tensor, num_graphs: int | None = None

@@ -17,15 +17,11 @@ from e3nn import o3
 from torch import nn
 from torch_geometric.utils import scatter
 
+from e3relax.nn.common import mlp
 from e3relax.nn.gotennet import degree_index
 from e3relax.registry import BLOCKS
 
 __all__ = ["SteerableInit", "HEGNNLayer", "degree_inner_products"]
-
-
-def _mlp(f_in: int, hidden: int, f_out: int, last_act: bool) -> nn.Sequential:
-    layers = [nn.Linear(f_in, hidden), nn.SiLU(), nn.Linear(hidden, f_out)]
-    return nn.Sequential(*layers, nn.SiLU()) if last_act else nn.Sequential(*layers)
 
 
 def degree_inner_products(a: torch.Tensor, b: torch.Tensor, deg: torch.Tensor, lmax: int) -> torch.Tensor:
@@ -56,7 +52,7 @@ class SteerableInit(nn.Module):
         super().__init__()
         self.lmax = lmax
         self.irreps = o3.Irreps.spherical_harmonics(lmax)
-        self.weights = _mlp(2 * hidden_channels + edge_channels + 1, hidden_channels, lmax + 1, last_act=True)
+        self.weights = mlp([2 * hidden_channels + edge_channels + 1, hidden_channels, lmax + 1], act_last=True, activation=nn.SiLU)
         self.register_buffer("deg", degree_index(lmax, start=0), persistent=False)
 
     def forward(
@@ -113,12 +109,12 @@ class HEGNNLayer(nn.Module):
         f = hidden_channels
         self.lmax, self.normalize, self.eps = lmax, normalize, eps
         self.edge_channels = edge_channels
-        self.msg = _mlp(2 * f + edge_channels + 1 + lmax + 1, f, f, last_act=True)
-        self.coord = _mlp(f, f, 1, last_act=False)
+        self.msg = mlp([2 * f + edge_channels + 1 + lmax + 1, f, f], act_last=True, activation=nn.SiLU)
+        self.coord = mlp([f, f, 1], act_last=False, activation=nn.SiLU)
         if coord_init_gain is not None:
             nn.init.xavier_uniform_(self.coord[2].weight, gain=coord_init_gain)
-        self.node = _mlp(2 * f, f, f, last_act=False)
-        self.scale = _mlp(f, f, lmax + 1, last_act=False)
+        self.node = mlp([2 * f, f, f], act_last=False, activation=nn.SiLU)
+        self.scale = mlp([f, f, lmax + 1], act_last=False, activation=nn.SiLU)
         self.register_buffer("deg", degree_index(lmax, start=0), persistent=False)
 
     def forward(

@@ -1,4 +1,10 @@
-"""Radial bases of interatomic (and atom-lattice) distances, with a smooth polynomial envelope."""
+"""Every radial basis of the toolkit, with the envelopes they use.
+
+* ``gaussian_rbf``: Gaussians on d/c times a polynomial envelope (E3Relax, PaiNN, DeepRelax);
+* ``bessel_rbf``: spherical Bessel functions times the polynomial envelope (DimeNet);
+* ``expnorm_rbf``: exponential-normal functions times a cosine cutoff (PhysNet, GotenNet);
+* ``gaussian_smearing``: Gaussians on [0, c] without envelope (EquiformerV2 ``GaussianSmearing``).
+"""
 from __future__ import annotations
 
 import math
@@ -89,3 +95,68 @@ class BesselRBF(nn.Module):
         freq = math.pi * torch.arange(1, self.num_rbf + 1, dtype=u.dtype, device=u.device)
         b = math.sqrt(2.0 / self.cutoff) * torch.sin(freq * u[..., None]) / safe
         return polynomial_envelope(u, self.envelope_exponent)[..., None] * b
+
+
+def cosine_cutoff(dist: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """``f_cut(d) = (cos(pi d / c) + 1) / 2`` for d < c, else 0. Shapes: [...] -> [...]."""
+    return 0.5 * (torch.cos(dist * (math.pi / cutoff)) + 1.0) * (dist < cutoff).to(dist.dtype)
+
+
+@BLOCKS.register("expnorm_rbf")
+class ExpNormRBF(nn.Module):
+    """Exponential-normal radial basis with a cosine cutoff (PhysNet / TorchMD-Net; GotenNet's default).
+
+    ``phi_k(d) = f_cut(d) * exp(-beta_k (exp(-alpha d) - mu_k)^2)``, ``alpha = 5 / c``,
+    ``mu_k`` evenly spaced on ``[exp(-c), 1]``, ``beta_k = (2 (1 - exp(-c)) / K)^-2``.
+
+    Args:
+        num_rbf: K.
+        cutoff: c (Angstrom).
+        trainable: learn ``mu`` and ``beta``.
+
+    Shapes:
+        dist: [...] -> [..., K]
+    """
+
+    def __init__(self, num_rbf: int = 20, cutoff: float = 5.0, trainable: bool = False) -> None:
+        super().__init__()
+        self.num_rbf, self.cutoff = num_rbf, float(cutoff)
+        self.alpha = 5.0 / self.cutoff
+        start = math.exp(-self.cutoff)
+        means = torch.linspace(start, 1.0, num_rbf)
+        betas = torch.full((num_rbf,), (2.0 / num_rbf * (1.0 - start)) ** -2)
+        if trainable:
+            self.means, self.betas = nn.Parameter(means), nn.Parameter(betas)
+        else:
+            self.register_buffer("means", means)
+            self.register_buffer("betas", betas)
+
+    def forward(self, dist: torch.Tensor) -> torch.Tensor:
+        d = dist[..., None]
+        means, betas = self.means.to(dist.dtype), self.betas.to(dist.dtype)
+        return cosine_cutoff(d, self.cutoff) * torch.exp(-betas * (torch.exp(-self.alpha * d) - means) ** 2)
+
+
+@BLOCKS.register("gaussian_smearing")
+class GaussianSmearing(nn.Module):
+    """Gaussian radial basis on ``[0, cutoff]`` without envelope (EquiformerV2 ``GaussianSmearing``).
+
+    ``phi_k(d) = exp(-(d - mu_k)^2 / (2 Delta^2))``, ``mu_k = k c / (K - 1)``, ``Delta = c / (K - 1)``
+    (the edge-distance embedding of EquiformerV2, Liao et al. ICLR 2024, Sec. 3).
+
+    Args:
+        num_rbf: K.
+        cutoff: c (Angstrom).
+
+    Shapes:
+        dist: [E] -> [E, K]
+    """
+
+    def __init__(self, num_rbf: int, cutoff: float) -> None:
+        super().__init__()
+        self.num_rbf = num_rbf
+        self.register_buffer("centers", torch.linspace(0.0, cutoff, num_rbf))
+        self.coeff = -0.5 / (cutoff / (num_rbf - 1)) ** 2
+
+    def forward(self, dist: torch.Tensor) -> torch.Tensor:
+        return torch.exp(self.coeff * (dist[:, None] - self.centers.to(dist.dtype)) ** 2)

@@ -18,7 +18,7 @@ from torch import nn
 from e3relax.registry import BLOCKS
 
 __all__ = ["SphericalLayout", "edge_wigner", "rotate_to_frame", "rotate_from_frame", "SO3Linear",
-           "GaussianBasis", "RadialMLP"]
+           "RadialMLP"]
 
 
 class SphericalLayout:
@@ -136,18 +136,6 @@ class SO3Linear(nn.Module):
         w = self.weight[self.degree]  # [S, C_out, C_in]
         y = torch.einsum("nsc,soc->nso", x, w)
         return torch.cat([y[:, :1] + self.bias, y[:, 1:]], dim=1)
-
-
-class GaussianBasis(nn.Module):
-    """Gaussian radial basis on [0, cutoff] (EquiformerV2 ``GaussianSmearing``). [E] -> [E, K]."""
-
-    def __init__(self, num_rbf: int, cutoff: float) -> None:
-        super().__init__()
-        self.register_buffer("centers", torch.linspace(0.0, cutoff, num_rbf))
-        self.coeff = -0.5 / (cutoff / (num_rbf - 1)) ** 2
-
-    def forward(self, dist: torch.Tensor) -> torch.Tensor:
-        return torch.exp(self.coeff * (dist[:, None] - self.centers.to(dist.dtype)) ** 2)
 
 
 class RadialMLP(nn.Module):
