@@ -139,7 +139,8 @@ def _attach_logging(trainer: Engine, evaluator: Engine, optimizer, config: Mappi
     @evaluator.on(Events.COMPLETED)
     def _log(engine: Engine) -> None:
         m = engine.state.metrics
-        log.info("iteration %d: val coord MAE %.4f (Dummy %.4f), pooled %.4f, shape %.4f, volume %.4f",
+        log.info("iteration %d: val mae_pos %.4f (mean over structures; Dummy %.4f), pooled_mae_pos %.4f "
+                 "(pooled over atoms, selects best.pt), shape %.4f, volume %.4f",
                  trainer.state.iteration, m[MAE_POS], m["dummy/" + MAE_POS], m[POOLED_MAE_POS],
                  m[SHAPE_DEV], m[MAE_VOL])
     return tb
@@ -191,8 +192,6 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
         logging.getLogger("ignite.engine.engine.Engine").setLevel(logging.WARNING)
     device, dtype = resolve_device(config["device"]), resolve_dtype(config["dtype"])
     seed_everything(int(config["seed"]) + rank)
-    if rank == 0:
-        save_config(config, run_dir / "config.yaml")
     data_cfg = config["data"]
     train_ds, val_ds = _datasets(config, datasets)
     loader, sampler = train_loader(train_ds, int(data_cfg["batch_size"]), int(config["seed"]), int(data_cfg["num_workers"]))
@@ -219,6 +218,8 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     tb = _attach_logging(trainer, evaluator, optimizer, config, run_dir) if rank == 0 else None
     _run_hooks(config, trainer, evaluator, {"model": model, "ema_model": ema.ema_model, "optimizer": optimizer,
                                             "sampler": sampler, "config": config, "run_dir": run_dir})
+    if rank == 0:  # written once data, model and hooks are ready: a failed start leaves no config.yaml
+        save_config(config, run_dir / "config.yaml")
     sched = config["schedule"]
     if resume:
         Checkpoint.load_objects(full, load_checkpoint(run_dir))
@@ -235,7 +236,8 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     saved = best.state_dict()["_saved"] if val_ds is not None else []
     t = timer.totals
     busy = t["data"] + t["step"]
-    return {"iteration": trainer.state.iteration, "best_val_coord_mae": -saved[-1][0] if saved else None,
+    return {"iteration": trainer.state.iteration, "best_val_pooled_mae_pos": -saved[-1][0] if saved else None,
+            "best_val_coord_mae": -saved[-1][0] if saved else None,  # the same (pooled) value, older name
             "structures_per_s": t["structures"] / busy if busy else None,
             "structures_per_cpu_s": t["structures"] / t["cpu"] if t["cpu"] else None,
             "data_wait_share": t["data"] / busy if busy else None, "timing": dict(t), "run_dir": str(run_dir)}
