@@ -22,6 +22,7 @@ from e3relax.benchmark import figures, tables
 from e3relax.benchmark.budget import Budget
 from e3relax.device import resolve_device
 from e3relax.benchmark.data import prepare_data
+from e3relax.benchmark.progress import Progress, estimate_chgnet_s, estimate_run_s, minutes
 from e3relax.benchmark.predict import Predictions, dummy_predictions, predict, subset
 from e3relax.benchmark.runner import match_summary, test_model, train_model
 from e3relax.benchmark.suite import REFERENCE_MODEL, ModelRun, ablation_runs, model_runs
@@ -103,7 +104,7 @@ class Comparison:
                         batch_size=args.batch_size, max_val_structures=args.max_val)
         text = (f"at most {args.steps:,} optimiser steps" if args.steps < 10**9 else "no step limit") + \
             (f" and {args.wall_time:.0f} s of training wall time" if args.wall_time else "") + \
-            f", batch {args.batch_size}, validation every {args.eval_every} steps on {args.max_val} structures"
+            f", batch {args.batch_size}, validation every {args.eval_every} steps on {{num_val}} structures"
         return cls(runs, list(args.seeds), budget, Path(args.out),
                    (args.data, args.layout, args.data_cache, args.split_ratio, args.data_seed, args.limit),
                    args.device, args.match_max, args.timing_structures, args.chgnet, args.chgnet_max_steps,
@@ -152,10 +153,19 @@ class Comparison:
                                          limit=self.data[5])
         test_ds = LmdbDataset(splits["test"])
         prev = self._load_previous()
+        num_val = len(LmdbDataset(splits["val"]))
+        if self.budget.max_val_structures:
+            num_val = min(num_val, int(self.budget.max_val_structures))
+        self.budget_text = self.budget_text.replace("{num_val}", str(num_val))
         self._results = {"meta": self._meta(data_desc, splits, len(test_ds)), "models": {}, "dummy": {},
                          "chgnet": None, "energy": None}
-        self._dummy(test_ds)
+        val_dummy = dummy_predictions(subset(LmdbDataset(splits["val"]), num_val)).metrics[MAE_POS]
+        self._results["meta"]["val_dummy_mae_pos"] = float(np.nanmean(val_dummy))  # the learning curves' reference
         total = len(self.runs) * len(self.seeds)
+        progress = Progress(total, estimate_run_s(self.budget.wall_s, len(test_ds)), estimate_chgnet_s(self.chgnet),
+                            t_start)
+        log.info("plan: %s", progress.plan(self.runs, self.seeds, len(test_ds), self.chgnet, self.budget_text))
+        self._dummy(test_ds)
         done = 0
         for run in self.runs:
             entry = self._results["models"].setdefault(
@@ -166,6 +176,7 @@ class Comparison:
                 if old is not None:
                     log.info("[%d/%d] %s seed %d: kept from the previous run", done, total, run.label, seed)
                     entry["seeds"][str(seed)] = old
+                    progress.skip()
                     continue
                 try:
                     entry["seeds"][str(seed)] = self._one(run, seed, splits, test_ds, f"[{done}/{total}]")
@@ -173,10 +184,13 @@ class Comparison:
                     log.exception("%s seed %d failed; continuing with the next run", run.label, seed)
                     entry.setdefault("failed", {})[str(seed)] = f"{type(exc).__name__}: {exc}"
                 self._save()
+                log.info("progress: %s", progress.step())
         self._figures()
         if self.chgnet > 0:
+            log.info("progress: %s", progress.before_chgnet())
             self._chgnet_phase(test_ds)
         self._results["meta"]["total_seconds"] = time.perf_counter() - t_start
+        log.info("finished in %s", minutes(self._results["meta"]["total_seconds"]))
         self._save()
         log.info("wrote %s (results.md, results.csv, results.json, figures/, runs/)", self.out)
         return self._results
@@ -333,7 +347,8 @@ def _learning_curves(results: dict[str, Any], fig_dir: Path) -> Path | None:
         return None
     name = results["meta"]["dataset"]["name"]
     return figures.learning_curves(histories, int(results["meta"]["budget"]["batch_size"]),
-                                   fig_dir / "learning_curves.png", title=f"{name}: validation curves (all seeds)")
+                                   fig_dir / "learning_curves.png", dummy=results["meta"].get("val_dummy_mae_pos"),
+                                   title=f"{name}: validation coordinate MAE, mean over structures (all seeds)")
 
 
 def render_existing(out: Path, merge: Sequence[Path] = ()) -> str:

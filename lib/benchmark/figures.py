@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["error_distribution", "violin", "learning_curves"]
+__all__ = ["error_distribution", "violin", "learning_curves", "robust_upper"]
 
 
 def _plt():
@@ -31,33 +31,74 @@ def _save(plt, fig, path: str | Path) -> Path:
 
 
 def error_distribution(model: Sequence[float], dummy: Sequence[float], label: str, path: str | Path,
-                       bins: int = 40) -> Path:
-    """Histogram of per-structure coordinate MAE of ``label`` against the Dummy (unrelaxed input)."""
+                       bins: int | None = None) -> Path:
+    """Histogram of per-structure coordinate MAE of ``label`` against the Dummy (unrelaxed input).
+
+    The x axis ends at :func:`robust_upper`; larger values are counted in the last bin (said in the
+    title). ``bins`` defaults to about 2 sqrt(N), between 10 and 40.
+    """
     plt = _plt()
     m, d = np.asarray(model, float), np.asarray(dummy, float)
-    hi = float(np.nanpercentile(np.concatenate([m, d]), 99)) if m.size + d.size else 1.0
-    edges = np.linspace(0.0, max(hi, 1e-6), bins + 1)
+    m, d = m[np.isfinite(m)], d[np.isfinite(d)]
+    hi = robust_upper([m, d])
+    bins = bins or int(np.clip(2 * np.sqrt(max(m.size, d.size, 1)), 10, 40))
+    edges = np.linspace(0.0, hi, bins + 1)
     fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=110)
-    ax.hist(np.clip(d, 0, hi), edges, alpha=0.55, label=f"Dummy (mean {np.nanmean(d):.3f} Å)", color="tab:gray")
-    ax.hist(np.clip(m, 0, hi), edges, alpha=0.65, label=f"{label} (mean {np.nanmean(m):.3f} Å)", color="tab:blue")
+    ax.hist(np.clip(d, 0, hi), edges, alpha=0.55, label=f"Dummy (mean {np.mean(d):.3f} Å)", color="tab:gray")
+    ax.hist(np.clip(m, 0, hi), edges, alpha=0.65, label=f"{label} (mean {np.mean(m):.3f} Å)", color="tab:blue")
+    over = int((m > hi).sum() + (d > hi).sum())
     ax.set_xlabel("coordinate MAE per structure (Å)")
+    if over:
+        ax.set_title(f"{over} value(s) above {hi:.2g} Å counted in the last bin", fontsize=8)
     ax.set_ylabel("structures")
     ax.legend(fontsize=8, frameon=False)
     return _save(plt, fig, path)
 
 
+def robust_upper(arrays: Sequence[Sequence[float]], fence: float = 3.0, pad: float = 1.05) -> float:
+    """Upper axis limit driven by the bulk of the data: ``pad`` x the largest value, over the series,
+    that lies within Tukey's far-out fence (Q3 + ``fence`` x IQR) of its own series, so one far
+    outlier cannot flatten every other series while long tails stay in view."""
+    tops = []
+    for a in arrays:
+        a = np.asarray(a, float)
+        a = a[np.isfinite(a)]
+        if a.size:
+            q1, q3 = np.quantile(a, [0.25, 0.75])
+            tops.append(float(a[a <= q3 + fence * (q3 - q1)].max()))
+    return max(pad * max(tops), 1e-6) if tops else 1.0
+
+
 def violin(per_model: Mapping[str, Sequence[float]], path: str | Path, title: str = "") -> Path:
-    """One violin per model (incl. Dummy) of the per-structure coordinate MAE."""
+    """One violin per model (incl. Dummy) of the per-structure coordinate MAE.
+
+    The y axis ends at :func:`robust_upper`; values above it are drawn as triangles on the top edge
+    with their count and largest value, and each model's mean (of all its values) as a white dot.
+    """
     plt = _plt()
     labels = list(per_model)
     data = [np.asarray(per_model[k], float) for k in labels]
+    data = [d[np.isfinite(d)] for d in data]
+    hi = robust_upper(data)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(labels) + 1.5), 3.6), dpi=110)
-    ax.violinplot([d[~np.isnan(d)] for d in data], showmeans=True, showextrema=False)
+    inside = [d[d <= hi] if (d <= hi).sum() > 1 else np.array([0.0, 0.0]) for d in data]
+    ax.violinplot(inside, showmeans=False, showmedians=True, showextrema=False)
+    clipped = 0
+    for i, d in enumerate(data, start=1):
+        if d.size:
+            ax.plot(i, min(float(d.mean()), hi), "o", color="white", mec="black", ms=4, zorder=3)
+        out = d[d > hi]
+        if out.size:
+            clipped += out.size
+            ax.plot([i] * out.size, [hi] * out.size, "^", color="tab:red", ms=6, clip_on=False, zorder=3)
+            ax.annotate(f"{out.size} > {hi:.2g}\n(max {out.max():.2g})", (i, hi), xytext=(4, -14),
+                        textcoords="offset points", fontsize=6, color="tab:red")
+    ax.set_ylim(0.0, hi)
     ax.set_xticks(range(1, len(labels) + 1))
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("coordinate MAE per structure (Å)")
-    if title:
-        ax.set_title(title, fontsize=9)
+    note = "white dot: mean; bar: median" + (f"; ▲ {clipped} value(s) above the axis" if clipped else "")
+    ax.set_title((title + "\n" if title else "") + note, fontsize=8)
     return _save(plt, fig, path)
 
 
@@ -69,7 +110,7 @@ def learning_curves(histories: Mapping[str, Mapping[int, Sequence[Sequence[float
         histories: ``{label: {seed: [(optimiser step, validation coord MAE), ...]}}``; one colour per
             label, a solid line for its first seed and dashed lines for the others.
         batch_size: structures per optimiser step (the x axis is ``step * batch_size``).
-        dummy: validation coordinate MAE of the unrelaxed input, drawn as a grey line when given.
+        dummy: validation coordinate MAE of the unrelaxed input, drawn as a dotted line when given.
 
     Raises:
         ValueError: when no run has a validation point.
@@ -89,10 +130,10 @@ def learning_curves(histories: Mapping[str, Mapping[int, Sequence[Sequence[float
                 continue
             arr = np.asarray(hist, float).reshape(-1, 2)
             ax.plot(np.maximum(arr[:, 0], 1) * batch_size, arr[:, 1], color=colours[i % len(colours)],
-                    ls="-" if j == 0 else "--", marker="." if len(arr) < 4 else None, lw=1.2,
-                    label=label if j == 0 else None)
-    if dummy is not None:
-        ax.axhline(dummy, color="tab:gray", lw=1, ls=":", label="Dummy")
+                    ls="-" if j == 0 else "--", marker="o" if len(arr) < 12 else ".", ms=4 if len(arr) < 12 else 3,
+                    lw=1.2, label=label if j == 0 else None)
+    if dummy is not None and np.isfinite(dummy):
+        ax.axhline(dummy, color="black", lw=1.2, ls=":", label="Dummy (unrelaxed input)")
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on a log axis under a decade
     ax.set_xlabel("training structures seen")

@@ -10,7 +10,6 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from e3relax.benchmark import budget as budget_mod
 from e3relax.benchmark.budget import Budget
 from e3relax.benchmark.predict import Predictions, count_parameters, predict, subset, time_inference
 from e3relax.benchmark.suite import ModelRun
@@ -29,7 +28,6 @@ def engine_config(run: ModelRun, seed: int, splits: Mapping[str, Path], budget: 
         "run_dir": str(run_dir), "seed": int(seed), "device": device, "dtype": dtype,
         "data": {"train": str(splits["train"]), "val": str(splits["val"]), "num_workers": 0},
         "log": {"progress_bar": progress_bar, "figures": False, "tensorboard": True},
-        "hooks": [budget_mod.HOOK_PATH],
     }, strict=False)
     return resolve_config(user)
 
@@ -60,31 +58,32 @@ def train_model(run: ModelRun, seed: int, splits: Mapping[str, Path], budget: Bu
     from e3relax.engine.trainer import train
 
     config = engine_config(run, seed, splits, budget, run_dir, device, dtype, progress_bar)
-    budget_mod.set_wall_limit(budget.wall_s)
     t0 = time.perf_counter()
     summary = train(config) or {}
     seconds = time.perf_counter() - t0
-    state = dict(budget_mod.RUN_STATE)
+    history = [tuple(h) for h in summary.get("val_history", [])]
     best = run_dir / "checkpoints" / "best.pt"
     ckpt = best if best.exists() else run_dir / "checkpoints" / "last.pt"
     model, _ = model_from_checkpoint(ckpt, weights="ema", device=device)
-    record = {"train_seconds": seconds, "steps": int(summary.get("iteration") or state.get("iterations") or 0),
-              "wall_budget_hit": bool(state.get("wall_budget_hit")), "checkpoint": ckpt.name,
-              "val_history": [list(h) for h in state.get("history", [])],
-              "structures_per_s": summary.get("structures_per_s"), **convergence(state.get("history", []))}
+    record = {"train_seconds": seconds, "steps": int(summary.get("iteration") or 0),
+              "wall_budget_hit": bool(summary.get("time_limit_hit")), "checkpoint": ckpt.name,
+              "val_history": [list(h) for h in history],
+              "structures_per_s": summary.get("structures_per_s"), **convergence(history)}
     return model, record
 
 
 def match_summary(preds: Predictions, limit: int | None) -> tuple[dict[str, float], int]:
-    """StructureMatcher match rates (strict, loose) and space-group agreement on the first ``limit``."""
+    """StructureMatcher match rates (strict, loose) and space-group agreement on the first ``limit``,
+    with the number of pairs that ran out of time, failed, or had a degenerate predicted cell."""
     from e3relax.metrics import match_metrics
 
     n = len(preds.structures) if limit is None else min(limit, len(preds.structures))
     if n == 0:
         return {}, 0
-    m = match_metrics(preds.structures[:n], preds.references[:n])
+    m = match_metrics(preds.structures[:n], preds.references[:n], ids=preds.ids[:n] if preds.ids else None)
     return {"match_strict": float(np.mean(m["match_strict"])), "match_loose": float(np.mean(m["match_loose"])),
-            "spg_match": float(np.mean(m["spg_match"]))}, n
+            "spg_match": float(np.mean(m["spg_match"])), "match_timeouts": int(m["match_timeout"].sum()),
+            "match_errors": int(m["match_error"].sum()), "degenerate_cells": int(m["degenerate"].sum())}, n
 
 
 def test_model(model: torch.nn.Module, test_ds: Any, device: torch.device, batch_size: int,

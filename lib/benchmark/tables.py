@@ -20,7 +20,7 @@ import numpy as np
 from e3relax.benchmark.suite import REFERENCE_MODEL, SAME_ARCHITECTURE
 from e3relax.metrics import MAE_POS, MAE_VOL, SHAPE_DEV
 
-__all__ = ["COLUMNS", "aggregate", "main_rows", "improvement", "markdown_table", "write_csv", "render"]
+__all__ = ["COLUMNS", "aggregate", "main_rows", "improvement", "markdown_table", "write_csv", "render", "match_footnote"]
 
 #: (key, header) of the accuracy columns; the first three are the paper's, lower is better for them
 COLUMNS = ((MAE_POS, "Coord. MAE (Å)"), (SHAPE_DEV, "Shape dev. (Å²)"), (MAE_VOL, "Volume MAE (Å³)"),
@@ -164,6 +164,29 @@ def _energy_table(results: Mapping[str, Any]) -> str:
                            f"CHGNet FIRE steps to converge (cap {(results.get('chgnet') or {}).get('max_steps', '?')})"], body)
 
 
+_MATCH_PROBLEMS = (("match_timeouts", "ran past the time limit"), ("match_errors", "made pymatgen fail"),
+                   ("degenerate_cells", "had a degenerate predicted cell (nearly flat or near-zero volume)"))
+
+
+def match_footnote(results: Mapping[str, Any]) -> str:
+    """The footnote naming the pairs counted as unmatched without a full comparison ("" when none)."""
+    from e3relax.metrics import MATCH_TIME_LIMIT
+
+    found: dict[str, list[str]] = {k: [] for k, _ in _MATCH_PROBLEMS}
+    records = [(f"{e['label']} seed {seed}", rec.get("match", {})) for e in results["models"].values()
+               for seed, rec in e["seeds"].items()]
+    records += [("Dummy", results.get("dummy", {})), ("CHGNet + FIRE", (results.get("chgnet") or {}).get("match", {}))]
+    for who, match in records:
+        for key, _ in _MATCH_PROBLEMS:
+            if match.get(key):
+                found[key].append(f"{who}: {int(match[key])}")
+    parts = [f"pairs that {text} ({'; '.join(found[key])})" for key, text in _MATCH_PROBLEMS if found[key]]
+    if not parts:
+        return ""
+    return (f"‡ Counted as unmatched without a full StructureMatcher comparison (limit {MATCH_TIME_LIMIT:g} s "
+            "per pair and tolerance setting; the log names each structure): " + "; ".join(parts) + ".")
+
+
 def render(results: Mapping[str, Any]) -> str:
     """The markdown of ``results.md``."""
     meta = results["meta"]
@@ -174,6 +197,9 @@ def render(results: Mapping[str, Any]) -> str:
              f"pymatgen StructureMatcher (strict: ltol 0.05, stol 0.05, 1°; loose: 0.2, 0.3, 5°; no volume "
              f"scaling) and spglib space groups (symprec 0.1) on the first {meta['match_structures']} test "
              "structures.", "", "## Accuracy (paper Tables 1-2)", "", _accuracy_table(results, False), ""]
+    footnote = match_footnote(results)
+    if footnote:
+        parts += [footnote, ""]
     if results.get("chgnet"):
         parts += ["† CHGNet + FIRE is scored on a subset of the test set; see the table below for "
                   "E3Relax and Dummy on exactly that subset.", ""]

@@ -56,6 +56,8 @@ DEFAULTS: dict[str, Any] = {
         "plateau_patience": 5,
         "min_lr": 1.0e-8,
         "early_stop_patience": 15,  # evaluations without improvement; None disables
+        "time_limit_s": None,      # stop (after validating) once the run has used this much time; None: no limit
+        "time_clock": "cpu",       # cpu: CPU seconds of the training process | wall: wall-clock seconds
     },
     "ema": {
         "decay": 0.999,            # shadow = decay * shadow + (1 - decay) * weights

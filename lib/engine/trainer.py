@@ -21,6 +21,8 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
+from e3relax.device import resolve_device
+from e3relax.engine.budget import TimeBudget, ValidationHistory
 from e3relax.engine.checkpoint import load_checkpoint, model_weights
 from e3relax.engine.config import save_config
 from e3relax.engine.data import build_dataset, eval_loader, prepare_batch, train_loader
@@ -32,16 +34,6 @@ from e3relax.engine.handlers import (StepTimer, attach_checkpoints, attach_early
 __all__ = ["train", "training", "create_trainer", "resolve_device", "resolve_dtype", "seed_everything"]
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(spec: str | None) -> torch.device:
-    """``auto`` -> this process's CUDA device when CUDA is available, else CPU; otherwise as given."""
-    if spec in (None, "auto"):
-        return idist.device() if idist.get_world_size() > 1 else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cuda" and idist.get_world_size() > 1:
-        return idist.device()
-    return torch.device(spec)
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -163,6 +155,14 @@ def _attach_validation(trainer: Engine, evaluator: Engine, optimizer, val_ds, co
     return out
 
 
+def _attach_budget(trainer: Engine, evaluator: Engine, schedule: Mapping[str, Any]) -> dict[str, Any]:
+    """The validation history and the time budget (``schedule.time_limit_s``), saved with the checkpoints."""
+    out: dict[str, Any] = {"val_history": ValidationHistory(MAE_POS).attach(trainer, evaluator)}
+    if schedule["time_limit_s"] is not None:
+        out["time_budget"] = TimeBudget(float(schedule["time_limit_s"]), schedule["time_clock"]).attach(trainer)
+    return out
+
+
 def _datasets(config: Mapping[str, Any], datasets: Mapping[str, Any] | None):
     datasets, dtype = dict(datasets or {}), resolve_dtype(config["dtype"])
     train_ds = build_dataset(datasets.get("train", config["data"]["train"]), dtype)
@@ -212,6 +212,7 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     evaluator = create_evaluator(ema.ema_model, device, dtype, config["amp"])
     objects: dict[str, Any] = {"model": model, "ema_model": ema.ema_model, "optimizer": optimizer, "trainer": trainer}
     objects.update(_attach_validation(trainer, evaluator, optimizer, val_ds, config))
+    objects.update(_attach_budget(trainer, evaluator, config["schedule"]))
     if scaler is not None:
         objects["scaler"] = scaler
     best, full = attach_checkpoints(trainer, evaluator, run_dir, config, objects, config["checkpoint"]["every"])
@@ -236,7 +237,10 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     saved = best.state_dict()["_saved"] if val_ds is not None else []
     t = timer.totals
     busy = t["data"] + t["step"]
-    return {"iteration": trainer.state.iteration, "best_val_pooled_mae_pos": -saved[-1][0] if saved else None,
+    budget = objects.get("time_budget")
+    return {"iteration": trainer.state.iteration, "val_history": objects["val_history"].history,
+            "time_limit_hit": bool(budget is not None and budget.hit),
+            "time_used_s": budget.used() if budget is not None else None, "best_val_pooled_mae_pos": -saved[-1][0] if saved else None,
             "best_val_coord_mae": -saved[-1][0] if saved else None,  # the same (pooled) value, older name
             "structures_per_s": t["structures"] / busy if busy else None,
             "structures_per_cpu_s": t["structures"] / t["cpu"] if t["cpu"] else None,

@@ -1,0 +1,66 @@
+"""Overall progress of a comparison: what it will do and roughly how long, then runs done and time left."""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+__all__ = ["Progress", "estimate_run_s", "estimate_chgnet_s", "minutes"]
+
+#: rough costs on 2 CPU cores, only for the start-of-run estimate (the progress lines re-estimate
+#: from the runs actually finished)
+_TEST_S_FIXED = 15.0
+_TEST_S_PER_STRUCTURE = 0.3
+_CHGNET_S_PER_STRUCTURE = 20.0
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+class Progress:
+    """Overall progress of a comparison: runs done, time spent, time left (re-estimated as runs finish)."""
+
+    def __init__(self, total: int, run_s: float | None, chgnet_s: float, t_start: float) -> None:
+        self.total, self.run_s, self.chgnet_s, self.t_start = total, run_s, chgnet_s, t_start
+        self.done = self.skipped = 0
+        self.t_runs = time.perf_counter()
+
+    def plan(self, runs: Sequence[Any], seeds: Sequence[int], n_test: int, chgnet: int, budget: str) -> str:
+        what = (f"train and test {len(runs)} model(s) x {len(seeds)} seed(s) = {self.total} run(s) "
+                f"({', '.join(r.label for r in runs)}) with {budget}; score each on {n_test} test structures")
+        if chgnet > 0:
+            what += f"; then CHGNet + FIRE on {chgnet} test structures"
+        if self.run_s is None:
+            return what + "; no wall-time budget, so the duration is estimated after the first run"
+        return what + f"; expected about {minutes(self.total * self.run_s + self.chgnet_s)} in all"
+
+    def skip(self) -> None:
+        self.done += 1
+        self.skipped += 1
+
+    def step(self) -> str:
+        self.done += 1
+        elapsed = time.perf_counter() - self.t_start
+        ran = self.done - self.skipped
+        per_run = (time.perf_counter() - self.t_runs) / ran if ran else (self.run_s or 0.0)
+        left = (self.total - self.done) * per_run + self.chgnet_s
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        return (f"{self.done}/{self.total} runs done ({pct:.0f}%), {minutes(elapsed)} elapsed, "
+                f"about {minutes(left)} left")
+
+    def before_chgnet(self) -> str:
+        return (f"training runs done in {minutes(time.perf_counter() - self.t_start)}; CHGNet phase next, "
+                f"about {minutes(self.chgnet_s)}")
+
+
+def estimate_run_s(wall_s: float | None, n_test: int) -> float | None:
+    """Rough wall seconds of one (model, seed): the training wall budget plus testing (None without a
+    wall budget: no estimate before the first run)."""
+    if not wall_s:
+        return None
+    return float(wall_s) + _TEST_S_PER_STRUCTURE * n_test + _TEST_S_FIXED
+
+
+def estimate_chgnet_s(num_structures: int) -> float:
+    """Rough wall seconds of the CHGNet phase (two FIRE relaxations per structure)."""
+    return 2 * _CHGNET_S_PER_STRUCTURE * num_structures if num_structures > 0 else 0.0

@@ -1,0 +1,79 @@
+"""What a comparison tells its reader: the plan and progress lines, the matching footnote, and figures
+whose axes are set by the bulk of the data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from e3relax.benchmark import figures, tables
+from e3relax.benchmark.progress import Progress, estimate_chgnet_s, estimate_run_s
+
+
+def _results(match: dict) -> dict:
+    rec = {"metrics": {"mae_pos": 0.1}, "match": match}
+    return {"models": {"egnn": {"label": "EGNN", "ablation": False, "seeds": {"0": rec}}},
+            "dummy": {"match_strict": 0.5}, "chgnet": None}
+
+
+def test_footnote_names_timed_out_and_degenerate_pairs():
+    assert tables.match_footnote(_results({"match_timeouts": 0, "degenerate_cells": 0})) == ""
+    note = tables.match_footnote(_results({"match_timeouts": 1, "degenerate_cells": 2}))
+    assert "EGNN seed 0: 1" in note and "EGNN seed 0: 2" in note
+    assert "time limit" in note and "degenerate" in note and "unmatched" in note
+
+
+def test_plan_and_progress_lines():
+    class Run:
+        label = "PaiNN"
+
+    p = Progress(4, estimate_run_s(60.0, 32), estimate_chgnet_s(6), t_start=0.0)
+    plan = p.plan([Run(), Run()], [0, 1], 32, 6, "60 s of training wall time")
+    assert "4 run(s)" in plan and "CHGNet + FIRE on 6" in plan and "expected about" in plan
+    assert "no wall-time budget" in Progress(4, estimate_run_s(None, 32), 0.0, 0.0).plan([Run()], [0], 32, 0, "")
+    p.skip()
+    line = p.step()
+    assert line.startswith("2/4 runs done (50%)") and "left" in line
+
+
+def _capture(monkeypatch):
+    """Keep the figure objects figures._save would close."""
+    kept = []
+
+    def save(plt, fig, path):
+        fig.canvas.draw()
+        kept.append(fig)
+        return path
+
+    monkeypatch.setattr(figures, "_save", save)
+    return kept
+
+
+def test_violin_axis_follows_the_bulk_not_one_outlier(monkeypatch, tmp_path):
+    rng = np.random.default_rng(0)
+    per_model = {name: rng.uniform(0.05, 0.4, 60) for name in ("Dummy", "PaiNN", "EGNN")}
+    per_model["GotenNet"] = np.append(rng.uniform(0.05, 0.4, 59), 9.0)
+    kept = _capture(monkeypatch)
+    figures.violin(per_model, tmp_path / "v.png")
+    ax = kept[0].axes[0]
+    lo, hi = ax.get_ylim()
+    assert lo == 0.0 and 0.4 <= hi < 1.0  # the 9 A outlier does not set the axis
+    markers = [ln for ln in ax.lines if ln.get_marker() == "^"]
+    assert markers and float(markers[0].get_xdata()[0]) == 4.0  # marked on the GotenNet violin
+    assert any("max 9" in t.get_text() for t in ax.texts)
+
+
+def test_robust_upper_keeps_every_value_when_there_is_no_outlier():
+    vals = [np.linspace(0.1, 1.0, 50), np.linspace(0.2, 0.8, 50)]
+    assert figures.robust_upper(vals) == pytest.approx(1.05)
+
+
+def test_learning_curves_draw_dummy_and_a_single_validation(monkeypatch, tmp_path):
+    kept = _capture(monkeypatch)
+    hist = {"E3Relax": {0: [(50, 0.30), (100, 0.25), (150, 0.2)]}, "PaiNN": {0: [(50, 0.35)]}}
+    figures.learning_curves(hist, 16, tmp_path / "lc.png", dummy=0.4)
+    ax = kept[0].axes[0]
+    single = [ln for ln in ax.lines if ln.get_label() == "PaiNN"][0]
+    assert single.get_marker() == "o" and single.get_markersize() >= 4
+    dummy = [ln for ln in ax.lines if ln.get_label().startswith("Dummy")][0]
+    assert np.allclose(dummy.get_ydata(), 0.4)
+    assert ax.get_ylim()[1] >= 0.4
