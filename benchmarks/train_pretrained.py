@@ -5,8 +5,8 @@ ensemble seed, this script
 
 1. converts the raw data with ``e3relax data convert`` into ``runs/pretrained/data/<name>``
    (gitignored; the split is the converter's seeded 80:10:10 id-hash split, seed 0);
-2. trains a CPU-sized E3Relax with ``e3relax train`` for a fixed wall-clock budget
-   (hook ``e3relax.engine.budget.stop_after_budget``), one thread per run;
+2. trains a CPU-sized E3Relax with ``e3relax train`` for a fixed budget of CPU time
+   (``schedule.time_limit_s``), one thread per run;
 3. scores ``best.pt`` on the held-out test split with ``e3relax evaluate`` (model next to Dummy);
 4. writes a slim copy (EMA weights, config, graph settings, training-set statistics) to
    ``lib/pretrained/<name>[_s<seed>].pt``; ``--finalize`` then writes ``index.json`` and the
@@ -41,7 +41,7 @@ DATASETS = {
 MODEL = {"name": "e3relax", "hidden_channels": 64, "num_layers": 4, "num_rbf": 32, "rbf_cutoff": 30.0}
 
 
-def run_config(name: str, seed: int) -> dict:
+def run_config(name: str, seed: int, budget_min: float = 20.0) -> dict:
     """The ``e3relax train`` config of one ensemble member."""
     data = WORK / "data" / name
     return {
@@ -53,8 +53,8 @@ def run_config(name: str, seed: int) -> dict:
         "data": {"train": str(data / "train.lmdb"), "val": str(data / "val.lmdb"), "batch_size": 16,
                  "max_val_structures": DATASETS[name]["max_val"]},
         "optim": {"lr": 5.0e-4},
-        "schedule": {"epoch_length": 50, "max_epochs": 1000, "plateau_patience": 4, "early_stop_patience": 15},
-        "hooks": ["e3relax.engine.budget.stop_after_budget"],
+        "schedule": {"epoch_length": 50, "max_epochs": 1000, "plateau_patience": 4, "early_stop_patience": 15,
+                     "time_limit_s": budget_min * 60, "time_clock": "cpu"},
         "log": {"every": 10, "progress_bar": False, "tensorboard": False, "figures": False},
     }
 
@@ -78,12 +78,12 @@ def train(name: str, seed: int, budget_min: float) -> Path:
     import yaml
 
     convert(name)
-    cfg = run_config(name, seed)
+    cfg = run_config(name, seed, budget_min)
     run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "run.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    env = dict(os.environ, OMP_NUM_THREADS="1", E3RELAX_TIME_BUDGET_S=str(budget_min * 60))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     e3relax("train", "--config", str(cfg_path), env=env)
     return run_dir
 
@@ -143,7 +143,7 @@ def card(name: str, members: list[Path], evals: list[dict], ens: dict, quality: 
         f"- **Training**: `OMP_NUM_THREADS=1 python benchmarks/train_pretrained.py train {name} --seed S "
         f"--budget-min {budget_min:g}` for S in {list(range(len(members)))}: `e3relax train` with lr "
         f"{cfg['optim']['lr']}, batch {cfg['data']['batch_size']}, evaluation every "
-        f"{cfg['schedule']['epoch_length']} steps, stopped after {budget_min:g} min wall time on one shared CPU "
+        f"{cfg['schedule']['epoch_length']} steps, stopped after {budget_min:g} min of CPU time on one "
         "core (" + ", ".join(_member_budget(name, i) for i in range(len(members))) + ").",
         f"- **Files**: " + ", ".join(f"`{m.name}` ({m.stat().st_size / 1e6:.2f} MB)" for m in members), "",
         "A short CPU budget: these checkpoints are a working starting point (and a base for fine-tuning), "
