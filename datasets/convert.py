@@ -136,12 +136,12 @@ def _total(importer: Importer, limit: int | None) -> int | None:
 
 def _process_all(importer, settings, partial, done, chunk_size, limit, workers, progress) -> int:
     """Run every job not yet done; returns the number of items processed in this run."""
-    from tqdm.auto import tqdm
+    from e3relax.progress import progress as progress_bar
 
     seen = {e["id"] for c in done.values() for e in c["converted"] + c["skipped"]}
     total = _total(importer, limit)
     initial = sum(c["num_items"] for c in done.values())
-    bar = tqdm(total=total, initial=initial, disable=not progress, unit="pair", desc="convert")
+    bar = progress_bar(total=total, initial=initial, disable=not progress, unit="pair", desc="convert")
     current, buf, count = None, [], 0
     for r in _run_pool(importer, settings, _jobs(importer, done, chunk_size, limit), workers):
         c = r["i"] // chunk_size

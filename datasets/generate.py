@@ -251,7 +251,7 @@ def generate(cfg: GenerateConfig, out: str | Path, *, workers: int = 1, compress
         compress: write ``pairs.extxyz.gz`` instead of ``pairs.extxyz``.
         progress: show a progress bar.
     """
-    from tqdm import tqdm
+    from e3relax.progress import progress as progress_bar
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -263,7 +263,8 @@ def generate(cfg: GenerateConfig, out: str | Path, *, workers: int = 1, compress
                 cfg.n, cfg.n - len(todo), out, len(todo), workers)
     t0 = time.perf_counter()
     with open(out / JOURNAL, "a", encoding="utf-8") as journal:
-        for rec in tqdm(_iter_results(cfg, todo, workers), total=len(todo), disable=not progress, desc="relax"):
+        for rec in progress_bar(_iter_results(cfg, todo, workers), total=len(todo), disable=not progress, desc="relax",
+                                unit="structure"):
             journal.write(json.dumps(rec) + "\n")
             journal.flush()
             done[rec["index"]] = rec

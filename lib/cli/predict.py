@@ -77,10 +77,10 @@ def _refine(result: dict[str, Any], fmax: float, max_steps: int) -> None:
     result["refine_steps"], result["refine_converged"] = r.steps, r.converged
 
 
-def _progress(total: int, disable: bool):
-    from tqdm import tqdm
+def _progress(total: int, disable: bool, desc: str):
+    from e3relax.progress import progress
 
-    return tqdm(total=total, unit="structure", disable=disable, desc="predict")
+    return progress(total=total, unit="file", disable=disable, desc=desc)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -109,7 +109,7 @@ def run_predict(args: argparse.Namespace) -> int:
             yield sid, atoms
 
     thr = args.vacuum_threshold if args.vacuum_threshold >= 0 else None
-    bar = _progress(len(files), args.no_progress)
+    bar = _progress(len(files), args.no_progress, "predict + refine (CHGNet + FIRE)" if args.refine else "predict")
     done_files: set[str] = set()
     for res in relaxer.iter_relax(items(), batch_size=args.batch_size, deform_vacuum=args.deform_vacuum,
                                   vacuum_threshold=thr):

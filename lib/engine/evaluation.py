@@ -125,9 +125,9 @@ def evaluate(predictor: Any, dataset: Any, batch_size: int = 16, device: Any = N
     if keep_structures:
         engine.add_event_handler(Events.ITERATION_COMPLETED, _keep_structures(table))
     if progress:
-        from ignite.handlers import ProgressBar
+        from e3relax.progress import attach_progress
 
-        ProgressBar(persist=False, desc=progress).attach(engine)
+        attach_progress(engine, progress)
     engine.run(eval_loader(dataset, batch_size, num_workers, max_structures))
     rows = engine.relax_metrics.rows
     extras = tuple(getattr(predictor, "extra_columns", ()))

@@ -124,9 +124,9 @@ def _attach_logging(trainer: Engine, evaluator: Engine, optimizer, config: Mappi
 
         tb = setup_tensorboard(run_dir / "tb", trainer, evaluator, optimizer, config)
     if config["log"]["progress_bar"]:
-        from ignite.handlers import ProgressBar
+        from e3relax.progress import attach_progress
 
-        ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
+        attach_progress(trainer, "train", "steps", output_transform=lambda out: {"loss": out["loss"]})
 
     @evaluator.on(Events.COMPLETED)
     def _log(engine: Engine) -> None:
