@@ -15,6 +15,9 @@ from typing import Any, Mapping
 
 import yaml
 
+from e3relax.engine.config_types import check_spec_types, check_types
+from e3relax.errors import InputError
+
 __all__ = ["DEFAULTS", "ConfigError", "load_config", "merge", "apply_overrides", "parse_value",
            "resolve_config", "save_config"]
 
@@ -41,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
         "val_batch_size": None,    # default: batch_size
         "num_workers": 0,
         "max_val_structures": None,  # evaluate on the first K validation structures only
+        "skip_bad_records": False,  # skip (and count) records that fail validation instead of stopping
     },
     "optim": {
         "lr": 1.0e-4,
@@ -65,7 +69,8 @@ DEFAULTS: dict[str, Any] = {
         "warmup_offset": 10.0,
     },
     "checkpoint": {
-        "every": None,             # also save last.pt every N iterations (default: each evaluation)
+        "every_steps": None,       # also save last.pt every N iterations (always: after each evaluation)
+        "every_minutes": 10.0,     # and after the step that ends each such wall-clock interval; None: off
     },
     "log": {
         "tensorboard": True,
@@ -84,11 +89,15 @@ _FREE_FORM = ("model", "loss")
 
 #: keys written by the model configs of benchmarks/configs (reference-script names) -> run keys
 ALIASES = {"optim.clip_grad_norm": "optim.grad_clip", "optim.ema": "ema.decay",
-           "optim.batch_size": "data.batch_size"}
+           "optim.batch_size": "data.batch_size", "checkpoint.every": "checkpoint.every_steps"}
 
 
-class ConfigError(ValueError):
-    """A configuration file, key or value is invalid; the message names it."""
+class ConfigError(InputError):
+    """A configuration file, key or value is invalid; the message names it (``key``: the dotted key)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def parse_value(text: str) -> Any:
@@ -127,7 +136,7 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any], *, strict: bool = 
         dotted = f"{_prefix}{key}"
         free = bool(_prefix) and _prefix.split(".")[0] in _FREE_FORM
         if strict and key not in out and not free:
-            raise ConfigError(f"unknown config key '{dotted}'; known keys here: {', '.join(sorted(out))}")
+            raise ConfigError(f"unknown config key '{dotted}'; known keys here: {', '.join(sorted(out))}", dotted)
         if key in _FREE_FORM and not _prefix and isinstance(value, Mapping):
             old = out.get(key) or {}
             # a different model/loss name starts from an empty spec
@@ -155,6 +164,9 @@ def apply_overrides(config: Mapping[str, Any], overrides: list[str] | tuple[str,
         if not all(parts):
             raise ConfigError(f"override '{item}': empty key component")
         nested: Any = parse_value(text)
+        dotted = ".".join(parts)
+        if dotted in ALIASES:
+            parts = ALIASES[dotted].split(".")
         for part in reversed(parts):
             nested = {part: nested}
         out = merge(out, nested, strict=True)
@@ -168,8 +180,15 @@ def load_config(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"config file {path} is a folder, not a YAML file") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not a text file ({exc.reason} at byte {exc.start})") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{at}: {problem}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -177,7 +196,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _check(config: Mapping[str, Any]) -> None:
+def _check(config: dict[str, Any]) -> None:
+    check_types(config, DEFAULTS, skip=_FREE_FORM, error=ConfigError)
     if config["dtype"] not in ("float32", "float64"):
         raise ConfigError(f"dtype must be float32 or float64, got {config['dtype']!r}")
     if config["amp"] not in (None, False, "bf16", "fp16"):
@@ -193,7 +213,8 @@ def _check(config: Mapping[str, Any]) -> None:
         raise ConfigError(f"data.batch_size must be positive, got {config['data']['batch_size']!r}")
     for name in _FREE_FORM:
         if not isinstance(config[name], Mapping) or "name" not in config[name]:
-            raise ConfigError(f"'{name}' must be a mapping with a 'name' key, got {config[name]!r}")
+            raise ConfigError(f"'{name}' must be a mapping with a 'name' key, got {config[name]!r}", name)
+        check_spec_types(name, config[name], error=ConfigError)
 
 
 def _apply_aliases(user: Mapping[str, Any]) -> dict[str, Any]:
