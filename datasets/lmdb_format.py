@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 from typing import Any, Mapping
 
 import numpy as np
+
+from e3relax.errors import InputError
 
 FORMAT_NAME = "e3relax-lmdb"
 FORMAT_VERSION = 1
@@ -29,7 +32,7 @@ SHARD_PATTERN = "shard_{:05d}.lmdb"
 SHARD_GLOB = "shard_*.lmdb"
 
 
-class FormatError(ValueError):
+class FormatError(InputError):
     """A database or record that does not follow the format (names the file and the field)."""
 
 
@@ -48,9 +51,11 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
     """Serialise a record (field name -> array, str, number or None) as plain bytes.
 
     Layout: ``b"E3RX"``, a little-endian uint32 header length, a UTF-8 JSON header
-    ``{"fields": [{"name", "dtype", "shape", "offset"} | {"name", "str"}]}``, then the raw
-    C-ordered array buffers (16-byte aligned). ``None`` values are left out; strings are kept in
-    the header. Only bool, integer and floating arrays are stored.
+    ``{"fields": [{"name", "dtype", "shape", "offset"} | {"name", "str"}], "size", "crc32"}``, then
+    the raw C-ordered array buffers (16-byte aligned). ``size`` and ``crc32`` (zlib) describe those
+    buffers, so a truncated or altered record is recognised as such (records written before they
+    existed are read without the check). ``None`` values are left out; strings are kept in the
+    header. Only bool, integer and floating arrays are stored.
 
     Raises:
         FormatError: naming the field that is not a plain numeric array or a string.
@@ -75,9 +80,42 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
         fields.append({"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape), "offset": offset})
         chunks.append(arr.tobytes())
         offset += arr.nbytes
-    header = json.dumps({"fields": fields}, separators=(",", ":")).encode("utf-8")
+    body = b"".join(chunks)
+    header = json.dumps({"fields": fields, "size": len(body), "crc32": zlib.crc32(body)},
+                        separators=(",", ":")).encode("utf-8")
     header += b" " * ((-(len(header) + 8)) % _ALIGN)
-    return RECORD_MAGIC + struct.pack("<I", len(header)) + header + b"".join(chunks)
+    return RECORD_MAGIC + struct.pack("<I", len(header)) + header + body
+
+
+def _check_envelope(data: bytes, where: str) -> tuple[dict, memoryview]:
+    """The JSON header and the body of a record, after checking sizes and the checksum."""
+    if not data:
+        raise FormatError(f"{where}: empty record (0 bytes)")
+    if len(data) < 8:
+        if RECORD_MAGIC.startswith(data[:4]):
+            raise FormatError(f"{where}: truncated record ({len(data)} bytes; the fixed header alone is 8)")
+        raise FormatError(f"{where}: not an e3relax record ({len(data)} bytes, starting {data[:4]!r})")
+    if data[:4] != RECORD_MAGIC:
+        raise FormatError(f"{where}: not an e3relax record (starts with {data[:4]!r}, not {RECORD_MAGIC!r})")
+    (hlen,) = struct.unpack("<I", data[4:8])
+    if 8 + hlen > len(data):
+        raise FormatError(f"{where}: truncated record ({len(data)} bytes; its header alone needs {8 + hlen})")
+    try:
+        header = json.loads(data[8:8 + hlen].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{where}: corrupt record header ({exc})") from exc
+    if not isinstance(header, dict) or not isinstance(header.get("fields"), list):
+        raise FormatError(f"{where}: corrupt record header (no field list)")
+    body = memoryview(data)[8 + hlen:]
+    size = header.get("size")
+    if size is not None and len(body) != size:
+        what = "truncated" if len(body) < size else "corrupt"
+        raise FormatError(f"{where}: {what} record (array data of {len(body)} bytes, its header says {size})")
+    crc = header.get("crc32")
+    if crc is not None and zlib.crc32(body) != crc:
+        raise FormatError(f"{where}: corrupt record (checksum of the array data does not match: the bytes "
+                          "were altered after writing)")
+    return header, body
 
 
 def decode_record(data: bytes, where: str = "record") -> dict[str, Any]:
@@ -89,13 +127,8 @@ def decode_record(data: bytes, where: str = "record") -> dict[str, Any]:
     Raises:
         FormatError: when the bytes are not such a record (``where`` names the record).
     """
-    data = bytes(data)
-    if data[:4] != RECORD_MAGIC or len(data) < 8:
-        raise FormatError(f"{where}: not an e3relax record (bad magic bytes {data[:4]!r})")
-    (hlen,) = struct.unpack("<I", data[4:8])
+    header, body = _check_envelope(bytes(data), where)
     try:
-        header = json.loads(data[8:8 + hlen].decode("utf-8"))
-        body = memoryview(data)[8 + hlen:]
         out: dict[str, Any] = {}
         for f in header["fields"]:
             if "str" in f:
@@ -105,11 +138,15 @@ def decode_record(data: bytes, where: str = "record") -> dict[str, Any]:
             if dtype.kind not in _ALLOWED_KINDS:
                 raise FormatError(f"{where}: field '{f['name']}' has disallowed dtype {dtype}")
             count = int(np.prod(f["shape"], dtype=np.int64))
+            end = int(f["offset"]) + count * dtype.itemsize
+            if end > len(body):
+                raise FormatError(f"{where}: truncated record (field '{f['name']}' needs {end} bytes of array "
+                                  f"data, the record has {len(body)})")
             arr = np.frombuffer(body, dtype=dtype, count=count, offset=int(f["offset"]))
             out[f["name"]] = arr.reshape(tuple(f["shape"])).astype(dtype.newbyteorder("="), copy=True)
     except FormatError:
         raise
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise FormatError(f"{where}: corrupt record ({type(exc).__name__}: {exc})") from exc
     return out
 

@@ -3,11 +3,15 @@
 ``LmdbDataset(path)`` takes one shard file or a folder of shards (``out/train.lmdb``). Metadata
 is read once at construction (then the environments are closed); each process that reads
 (the main process or a DataLoader worker) opens its own read-only environments on first access,
-so forked workers never share an LMDB handle. Records are decoded without unpickling.
+so forked workers never share an LMDB handle. Records are decoded without unpickling and checked
+for meaning (:func:`e3relax.records.record_problem`: counts, finite positions and cells, edge
+indices) before use; a bad record raises :class:`FormatError` naming its shard, key and id, or,
+for a dataset built with ``skip_bad=True``, is left out (:attr:`LmdbDataset.skipped`).
 """
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +20,8 @@ import lmdb
 import numpy as np
 import torch
 
+from e3relax.keys import ID
+from e3relax.records import record_problem
 from e3relax.datasets.lmdb_format import (
     SHARD_GLOB,
     FormatError,
@@ -24,6 +30,9 @@ from e3relax.datasets.lmdb_format import (
     decode_record,
     record_key,
 )
+from e3relax.errors import MissingPathError
+
+log = logging.getLogger(__name__)
 
 
 _ENVS: dict[str, lmdb.Environment] = {}
@@ -43,8 +52,14 @@ def _open(path: Path) -> lmdb.Environment:
     key = str(Path(path).resolve())
     env = _ENVS.get(key)
     if env is None:
-        env = lmdb.open(key, subdir=False, readonly=True, lock=False, readahead=False, meminit=False,
-                        max_readers=256)
+        if Path(key).is_file() and Path(key).stat().st_size == 0:
+            raise FormatError(f"{path}: empty file (0 bytes), not an LMDB database; convert the data again")
+        try:
+            env = lmdb.open(key, subdir=False, readonly=True, lock=False, readahead=False, meminit=False,
+                            max_readers=256)
+        except lmdb.Error as exc:
+            reason = str(exc).split(": ", 1)[-1] if str(exc).startswith(key) else str(exc)
+            raise FormatError(f"{path}: not a readable LMDB database ({reason})") from exc
         _ENVS[key] = env
     return env
 
@@ -65,9 +80,11 @@ def shard_paths(path: str | Path) -> list[Path]:
     if path.is_dir():
         shards = sorted(p for p in path.glob(SHARD_GLOB) if p.is_file())
         if not shards:
-            raise FormatError(f"{path}: folder has no {SHARD_GLOB} files")
+            others = sorted(p.name for p in path.glob("*.lmdb"))
+            hint = f" (it holds {', '.join(others[:4])}: give one of those)" if others else ""
+            raise FormatError(f"{path}: folder has no {SHARD_GLOB} files: not an LMDB database{hint}")
         return shards
-    raise FileNotFoundError(f"LMDB database '{path}' does not exist")
+    raise MissingPathError(f"LMDB database '{path}' does not exist")
 
 
 def read_metadata(shard: str | Path) -> dict[str, Any]:
@@ -104,7 +121,8 @@ class LmdbDataset(torch.utils.data.Dataset):
         metadata: merged metadata (format version, graph, source, counts, natoms).
     """
 
-    def __init__(self, path: str | Path, transform: Callable | None = None, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, path: str | Path, transform: Callable | None = None, dtype: torch.dtype = torch.float32,
+                 skip_bad: bool = False) -> None:
         self.path = Path(path)
         self.transform = transform
         self.dtype = dtype
@@ -115,16 +133,43 @@ class LmdbDataset(torch.utils.data.Dataset):
         self._offsets = np.concatenate([[0], np.cumsum(self._counts)]).astype(np.int64)
         self.natoms = np.asarray([n for m in metas for n in m["natoms"]], dtype=np.int64)
         self.ids = [i for m in metas for i in m["ids"]]
+        self._raw_natoms, self._raw_ids = self.natoms, list(self.ids)
         first = metas[0]
         self.metadata = {k: v for k, v in first.items() if k not in ("natoms", "ids", "shard", "counts")}
         self.metadata["counts"] = {"records": int(self._offsets[-1]), "atoms": int(self.natoms.sum()),
                                    "shards": len(self.shards)}
         self.metadata["natoms"] = self.natoms.tolist()
+        graph = first.get("graph") or {}
+        self._cutoff = float(graph["cutoff"]) if isinstance(graph.get("cutoff"), (int, float)) else None
         self._envs: list[lmdb.Environment] | None = None
         self._pid: int | None = None
+        self._index = np.arange(int(self._offsets[-1]), dtype=np.int64)
+        #: ``(where, reason)`` of every record left out by ``skip_bad=True``
+        self.skipped: list[tuple[str, str]] = []
+        if skip_bad:
+            self._skip_bad()
+
+    def _skip_bad(self) -> None:
+        """Check every record once; keep the good ones (their order unchanged)."""
+        good = []
+        for i in range(int(self._offsets[-1])):
+            try:
+                self._read(i)
+            except FormatError as exc:
+                where, _, reason = str(exc).partition(": ")
+                self.skipped.append((where, reason))
+                log.warning("skipping %s", exc)
+                continue
+            good.append(i)
+        self._index = np.asarray(good, dtype=np.int64)
+        self.natoms = self.natoms[self._index]
+        self.ids = [self.ids[i] for i in self._index]
+        if self.skipped:
+            log.warning("%s: skipped %d of %d records that failed validation", self.path, len(self.skipped),
+                        int(self._offsets[-1]))
 
     def __len__(self) -> int:
-        return int(self._offsets[-1])
+        return len(self._index)
 
     def _environments(self) -> list[lmdb.Environment]:
         if self._envs is None or self._pid != os.getpid():  # first use in this process (e.g. a forked worker)
@@ -140,18 +185,40 @@ class LmdbDataset(torch.utils.data.Dataset):
             index += n
         if not 0 <= index < n:
             raise IndexError(f"{self.path}: index {index} out of range for {n} records")
-        shard = bisect.bisect_right(self._offsets, index) - 1
-        return shard, int(index - self._offsets[shard])
+        return self._locate_raw(int(self._index[index]))
 
-    def record(self, index: int) -> dict[str, Any]:
-        """The raw record (dict of numpy arrays) at ``index``."""
-        shard, key = self.locate(int(index))
+    def _locate_raw(self, raw: int) -> tuple[int, int]:
+        shard = bisect.bisect_right(self._offsets, raw) - 1
+        return shard, int(raw - self._offsets[shard])
+
+    def _read(self, raw: int) -> dict[str, Any]:
+        """Read, decode and check the record at position ``raw`` of the shards (skipped ones included)."""
+        shard, key = self._locate_raw(raw)
         with self._environments()[shard].begin() as txn:
             data = txn.get(record_key(key))
         where = f"{self.shards[shard]} record {key}"
         if data is None:
-            raise FormatError(f"{where}: missing")
-        return decode_record(data, where)
+            raise FormatError(f"{where}: missing (the metadata lists {self._counts[shard]} records)")
+        record = decode_record(data, where)
+        sid = self._raw_ids[raw] if raw < len(self._raw_ids) else None
+        problem = record_problem(record, natoms=int(self._raw_natoms[raw]), cutoff=self._cutoff)
+        if problem is None and sid is not None and str(record.get(ID, sid)) != sid:
+            problem = f"id '{record.get(ID)}', but the database metadata lists '{sid}' for this record"
+        if problem is not None:
+            raise FormatError(f"{where} (id '{sid}'): {problem}")
+        return record
+
+    def record(self, index: int) -> dict[str, Any]:
+        """The raw record (dict of numpy arrays) at ``index``, checked for meaning.
+
+        Raises:
+            FormatError: naming the shard, the record key and id, and what is wrong with it.
+        """
+        n = len(self)
+        index = int(index) + (n if int(index) < 0 else 0)
+        if not 0 <= index < n:
+            raise IndexError(f"{self.path}: index {index} out of range for {n} records")
+        return self._read(int(self._index[index]))
 
     def __getitem__(self, index: int):
         from e3relax.records import record_to_data

@@ -34,7 +34,7 @@ from e3relax.structures import (
     validate_structure,
 )
 
-__all__ = ["make_record", "record_to_data", "collate", "structure_to_data", "GraphFn"]
+__all__ = ["make_record", "record_problem", "record_to_data", "collate", "structure_to_data", "GraphFn"]
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +197,87 @@ def _tags_and_fixed(x: Any, n: int) -> dict[str, np.ndarray]:
     if fixed.any():
         out[keys.FIXED] = fixed
     return out
+
+
+def _shape_problem(record: dict[str, Any], n: int) -> str | None:
+    """The first field whose shape disagrees with N atoms (or with E edges, T frames), if any."""
+    e = np.shape(record[keys.EDGE_INDEX])[1] if np.ndim(record[keys.EDGE_INDEX]) == 2 else -1
+    t = np.shape(record[keys.TRAJ_CELL])[0] if keys.TRAJ_CELL in record and np.ndim(record[keys.TRAJ_CELL]) else -1
+    expected = {keys.POS_U: (n, 3), keys.POS_R: (n, 3), keys.CELL_U: (3, 3), keys.CELL_R: (3, 3),
+                keys.EDGE_INDEX: (2, e), keys.CELL_OFFSETS: (e, 3), keys.EDGE_TYPE: (e,), keys.PBC: (3,),
+                keys.TAGS: (n,), keys.FIXED: (n,), keys.TRAJ_POS: (n, t, 3), keys.TRAJ_CELL: (t, 3, 3)}
+    for k, shape in expected.items():
+        if k in record and tuple(np.shape(record[k])) != shape:
+            return f"field '{k}' has shape {list(np.shape(record[k]))}, expected {list(shape)} for {n} atoms" + (
+                f" and {e} edges" if k in (keys.CELL_OFFSETS, keys.EDGE_TYPE) else "")
+    return None
+
+
+def _edge_problem(record: dict[str, Any], n: int, cutoff: float | None) -> str | None:
+    """Edge indices in range, self-image edges i -> i, no duplicate edge, radius edges within the cutoff."""
+    ei = np.asarray(record[keys.EDGE_INDEX], dtype=np.int64)
+    if ei.shape[1] == 0:
+        return None
+    bad = np.flatnonzero((ei < 0).any(0) | (ei >= n).any(0))
+    if bad.size:
+        return f"edge {int(bad[0])} joins atoms {ei[:, bad[0]].tolist()}, outside 0..{n - 1} ({bad.size} such edges)"
+    off = np.asarray(record[keys.CELL_OFFSETS], dtype=np.int64)
+    et = np.asarray(record.get(keys.EDGE_TYPE, np.zeros(ei.shape[1], np.int64)), dtype=np.int64)
+    self_img = et == keys.EDGE_SELF_IMAGE
+    bad = np.flatnonzero(self_img & ((ei[0] != ei[1]) | ~off.any(1)))
+    if bad.size:
+        return f"self-image edge {int(bad[0])} joins atoms {ei[:, bad[0]].tolist()} with offset {off[bad[0]].tolist()}"
+    span = int(np.abs(off).max()) * 2 + 1
+    code = ((et * n + ei[0]) * n + ei[1]) * span**3 + ((off + span // 2) * np.array([span**2, span, 1])).sum(1)
+    uniq, first, counts = np.unique(code, return_index=True, return_counts=True)
+    if uniq.size != code.size:
+        k = int(first[np.argmax(counts > 1)])
+        return f"edge {k} ({ei[0, k]} -> {ei[1, k]}, offset {off[k].tolist()}) appears more than once"
+    radius = ~self_img
+    pos, cell = np.asarray(record[keys.POS_U], np.float64), np.asarray(record[keys.CELL_U], np.float64)
+    length = np.linalg.norm(pos[ei[0]] + off @ cell - pos[ei[1]], axis=1)
+    bad = np.flatnonzero(radius & (length < 1e-8))
+    if bad.size:
+        return f"edge {int(bad[0])} ({ei[0, bad[0]]} -> {ei[1, bad[0]]}) has zero length"
+    if cutoff is not None:
+        bad = np.flatnonzero(radius & (length > float(cutoff) * (1 + 1e-6) + 1e-9))
+        if bad.size:
+            k = int(bad[0])
+            return (f"edge {k} ({ei[0, k]} -> {ei[1, k]}, offset {off[k].tolist()}) is {length[k]:.3f} A long, "
+                    f"beyond the graph's cutoff {float(cutoff):g} A ({bad.size} such edges)")
+    return None
+
+
+def record_problem(record: dict[str, Any], natoms: int | None = None, cutoff: float | None = None) -> str | None:
+    """Why a decoded record cannot be trusted, or None when it is consistent.
+
+    Checks: the required fields exist; atom, edge and frame counts agree between fields (and with
+    ``natoms``, the count the database metadata lists); atomic numbers lie in 1..118; positions and
+    cells are finite and cells not singular; edge indices lie in 0..N-1; self-image edges join an
+    atom to its own image; no edge appears twice; radius edges are not longer than the ``cutoff``
+    of the graph that built them (when given).
+    """
+    missing = [k for k in (keys.POS_U, keys.CELL_U, keys.Z, keys.EDGE_INDEX, keys.CELL_OFFSETS) if k not in record]
+    if missing:
+        return f"no field {', '.join(repr(k) for k in missing)}"
+    z = np.asarray(record[keys.Z])
+    if z.ndim != 1 or z.size == 0:
+        return f"field '{keys.Z}' has shape {list(z.shape)}: expected one atomic number per atom"
+    n = int(z.size)
+    if natoms is not None and n != int(natoms):
+        return f"{n} atoms, but the database metadata lists {int(natoms)} for this record"
+    problem = _shape_problem(record, n)
+    if problem:
+        return problem
+    if z.min() < 1 or z.max() > 118:
+        return f"atomic number {int(z.min() if z.min() < 1 else z.max())} outside 1..118"
+    for k in (keys.POS_U, keys.CELL_U, keys.POS_R, keys.CELL_R, keys.TRAJ_POS, keys.TRAJ_CELL):
+        if k in record and not np.isfinite(np.asarray(record[k], dtype=np.float64)).all():
+            return f"field '{k}' holds non-finite values (NaN or infinity)"
+    for k in (keys.CELL_U, keys.CELL_R):
+        if k in record and abs(np.linalg.det(np.asarray(record[k], dtype=np.float64))) < 1e-6:
+            return f"field '{k}' is a singular cell (volume ~0)"
+    return _edge_problem(record, n, cutoff)
 
 
 _FLOAT_NODE = (keys.POS_U, keys.POS_R, keys.TRAJ_POS)
