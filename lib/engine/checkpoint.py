@@ -11,13 +11,17 @@ Everything in it is a tensor or a primitive container, so it loads with
 from __future__ import annotations
 
 import logging
+import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 from ignite.handlers import DiskSaver
+
+from e3relax.errors import InputError, MissingPathError
 
 __all__ = ["FORMAT_VERSION", "Value", "RngState", "AtomicSaver", "load_checkpoint", "model_from_checkpoint",
            "model_weights"]
@@ -89,6 +93,20 @@ class AtomicSaver(DiskSaver):
                 super().remove(old)
 
 
+def _refusal(exc: Exception) -> str:
+    """Why a safe load failed, in our words (torch's own message suggests an unsafe load: never repeat it)."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"it holds a pickled object of type {found.group(1)}, which a safe load refuses to run; "
+                "only tensors and plain containers are read")
+    if isinstance(exc, EOFError) or not text:
+        return "the file is empty or truncated"
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text.lower():
+        return "it is not a plain PyTorch checkpoint of tensors; a safe load refuses it"
+    return f"not a PyTorch checkpoint: {type(exc).__name__}: {text.splitlines()[0][:200]}"
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``) and check its format version.
 
@@ -99,15 +117,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.is_dir():  # a run folder: take its last checkpoint
         path = path / "checkpoints" / "last.pt"
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise MissingPathError(f"checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a safe checkpoint"
-        raise ValueError(f"{path} is not a checkpoint written by e3relax (safe load failed: {exc})") from exc
+        raise InputError(f"{path} is not a checkpoint written by e3relax ({_refusal(exc)})") from exc
     if not isinstance(ckpt, dict) or "format_version" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"{path} is not an e3relax checkpoint (no format_version/config)")
+        raise InputError(f"{path} is not an e3relax checkpoint (no format_version/config)")
     if int(ckpt["format_version"]) > FORMAT_VERSION:
-        raise ValueError(f"{path} has checkpoint format {ckpt['format_version']}; this version reads "
+        raise InputError(f"{path} has checkpoint format {ckpt['format_version']}; this version reads "
                          f"up to {FORMAT_VERSION}: upgrade e3relax")
     return ckpt
 

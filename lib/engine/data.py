@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -14,20 +15,29 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Sampler, Subset
 
+from e3relax.errors import InputError, MissingPathError
 from e3relax.records import collate  # PyG Batch.from_data_list with field checks
 
-__all__ = ["build_dataset", "collate", "StreamBatchSampler", "train_loader", "eval_loader", "prepare_batch"]
+__all__ = ["build_dataset", "skipped_records", "collate", "StreamBatchSampler", "train_loader", "eval_loader", "prepare_batch"]
 
 log = logging.getLogger(__name__)
 
 
-def _lmdb(path: str | Path, dtype: torch.dtype) -> Dataset:
+def _lmdb(path: str | Path, dtype: torch.dtype, skip_bad: bool = False) -> Dataset:
     from e3relax.datasets.reader import LmdbDataset
 
-    return LmdbDataset(path, dtype=dtype)
+    return LmdbDataset(path, dtype=dtype, skip_bad=skip_bad)
 
 
-def build_dataset(spec: Any, dtype: torch.dtype = torch.float32) -> Dataset | None:
+def skipped_records(dataset: Any) -> int:
+    """How many bad records a dataset from :func:`build_dataset` left out (``skip_bad=True``)."""
+    if isinstance(dataset, ConcatDataset):
+        return sum(skipped_records(d) for d in dataset.datasets)
+    return len(getattr(dataset, "skipped", []) or [])
+
+
+def build_dataset(spec: Any, dtype: torch.dtype = torch.float32, skip_bad: bool = False,
+                  what: str = "dataset") -> Dataset | None:
     """Turn a data spec into a torch ``Dataset`` of PyG ``Data``.
 
     Args:
@@ -35,28 +45,31 @@ def build_dataset(spec: Any, dtype: torch.dtype = torch.float32) -> Dataset | No
             LMDB paths (concatenated); or ``{"name": "pkg.module.Class", **kwargs}`` for a user's
             own dataset class.
         dtype: floating precision LMDB records are read in (the run's dtype).
+        skip_bad: check every LMDB record at once and leave out (and count) those that fail
+            validation; otherwise a bad record raises when it is read.
+        what: the config key or option the spec came from, for messages (``data.train``).
 
     Raises:
-        ValueError: naming the spec when it cannot be turned into a dataset.
+        InputError / MissingPathError: naming the spec when it cannot be turned into a dataset.
     """
     if spec is None or isinstance(spec, Dataset):
         return spec
     if isinstance(spec, (str, Path)):
         if not Path(spec).exists():
-            raise ValueError(f"dataset path {spec} does not exist")
-        return _lmdb(spec, dtype)
+            raise MissingPathError(f"{what}: dataset path {spec} does not exist")
+        return _lmdb(spec, dtype, skip_bad)
     if isinstance(spec, Mapping):
         name = spec.get("name")
         if not isinstance(name, str) or "." not in name:
-            raise ValueError(f"dataset spec {dict(spec)!r} needs 'name' as a dotted path pkg.module.Class")
+            raise InputError(f"{what}: dataset spec {dict(spec)!r} needs 'name' as a dotted path pkg.module.Class")
         module, _, attr = name.rpartition(".")
         cls = getattr(importlib.import_module(module), attr)
         return cls(**{k: v for k, v in spec.items() if k != "name"})
     if isinstance(spec, Sequence):
         if spec and all(isinstance(s, (str, Path)) for s in spec):
-            return ConcatDataset([build_dataset(s, dtype) for s in spec])
+            return ConcatDataset([build_dataset(s, dtype, skip_bad, what) for s in spec])
         return list(spec)  # in-memory list of Data
-    raise ValueError(f"cannot build a dataset from {spec!r}: give an LMDB path, a list of paths or a dataset")
+    raise InputError(f"{what}: cannot build a dataset from {spec!r}: give an LMDB path, a list of paths or a dataset")
 
 
 class StreamBatchSampler(Sampler):
@@ -128,6 +141,11 @@ def _auto_dataloader(dataset: Dataset, **kwargs: Any):
         logging.disable(previous)
 
 
+def _ignore_interrupts(_worker_id: int) -> None:
+    """Loader workers leave Ctrl-C to the main process, which saves and stops the run cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def train_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0):
     """Endless training loader over ``dataset`` (``batch_size`` is global, split across processes).
 
@@ -141,7 +159,8 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int 
     sampler = StreamBatchSampler(len(dataset), per_rank, seed=seed, rank=rank, world_size=world)
     # a private generator: creating the iterator (worker seeds) must not consume the global RNG
     loader = _auto_dataloader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
-                              persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
+                              persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed),
+                              worker_init_fn=_ignore_interrupts if num_workers > 0 else None)
     return loader, sampler
 
 

@@ -1,14 +1,18 @@
 """Ignite handlers wired to the trainer and evaluator: EMA with warmup, plateau LR decay, early
-stopping, best and last checkpoints, NaN guard, step timing (throughput, data-wait share), progress bar.
+stopping, best and last checkpoints (also every N steps / minutes), NaN guard, a clean stop on
+SIGINT / SIGTERM, step timing (throughput, data-wait share), progress bar.
 """
 from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EarlyStopping, EMAHandler, TerminateOnNan, global_step_from_engine
@@ -17,7 +21,7 @@ from e3relax.engine.checkpoint import FORMAT_VERSION, AtomicSaver, RngState, Val
 from e3relax.engine.evaluator import POOLED
 
 __all__ = ["SELECT_METRIC", "attach_ema", "attach_plateau", "attach_early_stopping", "attach_checkpoints",
-           "attach_nan_guard", "StepTimer", "selection_score"]
+           "attach_nan_guard", "LastCheckpoint", "SignalStop", "StepTimer", "selection_score"]
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +78,58 @@ def attach_early_stopping(evaluator: Engine, trainer: Engine, patience: int | No
     return handler
 
 
+class LastCheckpoint:
+    """Writes ``last.pt`` (the full state) at most once per iteration, never with a non-finite loss.
+
+    Attributes:
+        saved_iteration: the iteration of the last.pt on disk written by this run (None: none yet).
+        path: ``checkpoints/last.pt``.
+    """
+
+    def __init__(self, checkpoint: Checkpoint, path: Path) -> None:
+        self.checkpoint = checkpoint
+        self.path = path
+        self.saved_iteration: int | None = None
+        self.saved_at = time.monotonic()
+
+    def __call__(self, engine: Engine) -> None:
+        if self.saved_iteration == engine.state.iteration:
+            return
+        out = engine.state.output
+        loss = out.get("loss", 0.0) if isinstance(out, Mapping) else 0.0
+        if not math.isfinite(loss):  # keep the previous, finite state for --resume
+            log.warning("iteration %d: loss is %s; last.pt not overwritten", engine.state.iteration, loss)
+            return
+        self.checkpoint(engine)
+        self.saved_iteration = engine.state.iteration
+        self.saved_at = time.monotonic()
+
+
+def _rank0_flag(flag: bool) -> bool:
+    """Rank 0's decision, on every process (a time-based one must not differ between ranks)."""
+    if idist.get_world_size() == 1:
+        return flag
+    return bool(idist.broadcast(torch.tensor(int(flag), device=idist.device()), src=0).item())
+
+
 def attach_checkpoints(trainer: Engine, evaluator: Engine, run_dir: Path, config: Mapping[str, Any],
-                       objects: Mapping[str, Any], every: int | None) -> tuple[Checkpoint, dict[str, Any]]:
+                       objects: Mapping[str, Any], every_steps: int | None = None,
+                       every_minutes: float | None = None) -> tuple[Checkpoint, dict[str, Any], LastCheckpoint]:
     """Best (by validation coordinate MAE) and last (full state) checkpoints, rank 0, written atomically.
 
     ``checkpoints/best.pt`` holds the config and the raw and EMA weights of the best evaluation;
     ``checkpoints/last.pt`` holds everything an exact resume needs: model, EMA model, optimizer,
     scheduler, trainer and early-stopping state, the best checkpoint's bookkeeping and every RNG.
+    last.pt is written after each evaluation, at the end, every ``every_steps`` iterations and
+    after the first iteration that ends ``every_minutes`` of wall-clock time since the last save.
 
     Args:
         objects: model, ema_model, optimizer, scheduler, trainer, ... (anything with state_dict).
-        every: also save last.pt every this many iterations (None: after each evaluation only).
+        every_steps: also save last.pt every this many iterations (None: off).
+        every_minutes: also save last.pt when this much time passed since it was saved (None: off).
 
     Returns:
-        (best checkpointer, the full to_save mapping used for last.pt and for resuming).
+        (best checkpointer, the full to_save mapping used for last.pt and for resuming, the last.pt writer).
     """
     saver = AtomicSaver(run_dir / "checkpoints")
     meta = {"format_version": Value(FORMAT_VERSION), "config": Value(dict(config))}
@@ -96,20 +138,77 @@ def attach_checkpoints(trainer: Engine, evaluator: Engine, run_dir: Path, config
                       n_saved=1, global_step_transform=global_step_from_engine(trainer))
     evaluator.add_event_handler(Events.COMPLETED, best)
     full = {**meta, **objects, "best_checkpointer": best, "rng": RngState()}
-    last = Checkpoint(full, AtomicSaver(run_dir / "checkpoints"), filename_pattern="last.{ext}", n_saved=1)
+    last = LastCheckpoint(Checkpoint(full, AtomicSaver(run_dir / "checkpoints"), filename_pattern="last.{ext}",
+                                     n_saved=1), run_dir / "checkpoints" / "last.pt")
+    trainer.add_event_handler(Events.EPOCH_COMPLETED | Events.COMPLETED, last)
+    if every_steps:
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=int(every_steps)), last)
+    if every_minutes:
+        seconds = 60.0 * float(every_minutes)
 
-    def save_last(engine: Engine) -> None:
-        loss = (engine.state.output or {}).get("loss", 0.0) if isinstance(engine.state.output, Mapping) else 0.0
-        if not math.isfinite(loss):  # keep the previous, finite state for --resume
-            log.warning("iteration %d: loss is %s; last.pt not overwritten", engine.state.iteration, loss)
+        def _due(engine: Engine, event: int) -> bool:
+            return _rank0_flag(time.monotonic() - last.saved_at >= seconds)
+
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=_due), last)
+    return best, full, last
+
+
+class SignalStop:
+    """On SIGINT or SIGTERM: finish the current step, write last.pt, stop the trainer.
+
+    Attach it after every other handler. While the trainer runs (main thread only) the two signals
+    only set a flag; the first iteration or evaluation that completes afterwards saves the full
+    state through ``last`` and terminates the run, so ``--resume`` continues bit for bit. A second
+    signal while waiting aborts at once (the default behaviour). In a distributed run every process
+    stops at the same iteration when any of them got the signal.
+
+    Attributes:
+        signum: the signal that stopped the run, or None.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, last: LastCheckpoint) -> None:
+        self.last = last
+        self.signum: int | None = None
+        self._received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def attach(self, trainer: Engine) -> "SignalStop":
+        trainer.add_event_handler(Events.STARTED, self._install)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED | Events.EPOCH_COMPLETED, self._check)
+        trainer.add_event_handler(Events.COMPLETED | Events.EXCEPTION_RAISED, self._restore)
+        return self
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self._received is not None:  # a second signal: give up waiting
+            self._restore(None)
+            signal.raise_signal(signum)
             return
-        last(engine)
+        self._received = signum
+        log.warning("%s received: stopping after this step and saving last.pt (again to abort without saving)",
+                    signal.Signals(signum).name)
 
-    events = Events.EPOCH_COMPLETED | Events.COMPLETED
-    if every:
-        events = events | Events.ITERATION_COMPLETED(every=int(every))
-    trainer.add_event_handler(events, save_last)
-    return best, full
+    def _install(self, engine: Engine) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handler)
+
+    def _restore(self, engine: Engine | None, *args: Any) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def _check(self, engine: Engine) -> None:
+        received = self._received or 0
+        if idist.get_world_size() > 1:
+            received = int(idist.all_reduce(torch.tensor(received, device=idist.device()), op="MAX").item())
+        if not received:
+            return
+        self.signum = received
+        self.last(engine)
+        engine.terminate()
 
 
 def attach_nan_guard(trainer: Engine) -> None:

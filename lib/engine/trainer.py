@@ -12,6 +12,8 @@ import logging
 import math
 import os
 import random
+import shutil
+import signal
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -25,13 +27,19 @@ from e3relax.device import resolve_device
 from e3relax.engine.budget import TimeBudget, ValidationHistory
 from e3relax.engine.checkpoint import load_checkpoint, model_weights
 from e3relax.engine.config import save_config
-from e3relax.engine.data import build_dataset, eval_loader, prepare_batch, train_loader
+from e3relax.engine.data import build_dataset, collate, eval_loader, prepare_batch, skipped_records, train_loader
 from e3relax.engine.evaluator import create_evaluator
+from e3relax.errors import InputError, Interrupted
 from e3relax.metrics import MAE_POS, MAE_VOL, POOLED_MAE_POS, SHAPE_DEV
-from e3relax.engine.handlers import (StepTimer, attach_checkpoints, attach_early_stopping, attach_ema,
+from e3relax.engine.handlers import (SignalStop, StepTimer, attach_checkpoints, attach_early_stopping, attach_ema,
                                      attach_nan_guard, attach_plateau)
+from e3relax import keys
 
-__all__ = ["train", "training", "create_trainer", "resolve_device", "resolve_dtype", "seed_everything"]
+__all__ = ["train", "training", "create_trainer", "resolve_device", "resolve_dtype", "seed_everything",
+           "prepare_run_dir"]
+
+#: what a run writes into its folder (``--overwrite`` removes exactly these)
+RUN_OUTPUTS = ("config.yaml", "checkpoints", "tb")
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +163,43 @@ def _attach_validation(trainer: Engine, evaluator: Engine, optimizer, val_ds, co
     return out
 
 
+def prepare_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
+    """Refuse to start a new run in a folder that holds one, unless ``overwrite`` (which removes it).
+
+    Raises:
+        InputError: naming the folder and the two ways on (``--resume``, ``--overwrite``).
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        return run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"run folder {run_dir} is a file")
+    found = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+    if found and not overwrite:
+        raise InputError(f"run folder {run_dir} already holds a run ({', '.join(found)}); continue it with "
+                         f"--resume {run_dir}, choose another --run-dir, or pass --overwrite to replace it")
+    for name in found:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        log.info("--overwrite: removed %s", path)
+    return run_dir
+
+
+def _spec_name(spec: Any, key: str) -> str:
+    return f"{key} ({spec})" if isinstance(spec, (str, Path)) else key
+
+
+def _check_ready(ds, what: str, labelled: bool) -> None:
+    """Fail before training on an empty or unreadable dataset, naming it."""
+    if len(ds) == 0:
+        raise InputError(f"{what} holds no structures")
+    first = ds[0]
+    collate([first])
+    if labelled and (keys.POS_R not in first or keys.CELL_R not in first):
+        raise InputError(f"{what} is not labelled (its records have no relaxed structure, "
+                         f"'{keys.POS_R}'/'{keys.CELL_R}'); validation needs labelled data")
+
+
 def _attach_budget(trainer: Engine, evaluator: Engine, schedule: Mapping[str, Any]) -> dict[str, Any]:
     """The validation history and the time budget (``schedule.time_limit_s``), saved with the checkpoints."""
     out: dict[str, Any] = {"val_history": ValidationHistory(MAE_POS).attach(trainer, evaluator)}
@@ -165,10 +210,19 @@ def _attach_budget(trainer: Engine, evaluator: Engine, schedule: Mapping[str, An
 
 def _datasets(config: Mapping[str, Any], datasets: Mapping[str, Any] | None):
     datasets, dtype = dict(datasets or {}), resolve_dtype(config["dtype"])
-    train_ds = build_dataset(datasets.get("train", config["data"]["train"]), dtype)
-    val_ds = build_dataset(datasets.get("val", config["data"]["val"]), dtype)
+    skip = bool(config["data"]["skip_bad_records"])
+    specs = {name: datasets.get(name, config["data"][name]) for name in ("train", "val")}
+    train_ds = build_dataset(specs["train"], dtype, skip, "data.train")
+    val_ds = build_dataset(specs["val"], dtype, skip, "data.val")
     if train_ds is None:
-        raise ValueError("no training data: set data.train to an LMDB path")
+        raise InputError("no training data: set data.train to an LMDB path")
+    _check_ready(train_ds, f"training set {_spec_name(specs['train'], 'data.train')}", labelled=True)
+    if val_ds is not None:
+        what = f"validation set {_spec_name(specs['val'], 'data.val')}"
+        _check_ready(val_ds, what, labelled=True)
+        if config["data"]["max_val_structures"] is not None and int(config["data"]["max_val_structures"]) < 1:
+            raise InputError(f"data.max_val_structures is {config['data']['max_val_structures']}: the "
+                             f"{what} would be empty")
     return train_ds, val_ds
 
 
@@ -215,12 +269,15 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     objects.update(_attach_budget(trainer, evaluator, config["schedule"]))
     if scaler is not None:
         objects["scaler"] = scaler
-    best, full = attach_checkpoints(trainer, evaluator, run_dir, config, objects, config["checkpoint"]["every"])
+    ckpt_cfg = config["checkpoint"]
+    best, full, last = attach_checkpoints(trainer, evaluator, run_dir, config, objects, ckpt_cfg["every_steps"],
+                                          ckpt_cfg["every_minutes"])
     tb = _attach_logging(trainer, evaluator, optimizer, config, run_dir) if rank == 0 else None
     _run_hooks(config, trainer, evaluator, {"model": model, "ema_model": ema.ema_model, "optimizer": optimizer,
                                             "sampler": sampler, "config": config, "run_dir": run_dir})
     if rank == 0:  # written once data, model and hooks are ready: a failed start leaves no config.yaml
         save_config(config, run_dir / "config.yaml")
+    stop = SignalStop(last).attach(trainer)  # last: after every other handler of an iteration
     sched = config["schedule"]
     if resume:
         Checkpoint.load_objects(full, load_checkpoint(run_dir))
@@ -237,14 +294,28 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     saved = best.state_dict()["_saved"] if val_ds is not None else []
     t = timer.totals
     busy = t["data"] + t["step"]
+    out: dict[str, Any] = {}
+    if stop.signum is not None:
+        out["interrupted"] = {"signal": int(stop.signum), "iteration": trainer.state.iteration,
+                              "saved_iteration": last.saved_iteration}
+    skipped = skipped_records(train_ds) + (skipped_records(val_ds) if val_ds is not None else 0)
+    if skipped:
+        out["skipped_records"] = skipped
     budget = objects.get("time_budget")
-    return {"iteration": trainer.state.iteration, "val_history": objects["val_history"].history,
-            "time_limit_hit": bool(budget is not None and budget.hit),
-            "time_used_s": budget.used() if budget is not None else None, "best_val_pooled_mae_pos": -saved[-1][0] if saved else None,
+    out.update({"val_history": objects["val_history"].history, "time_limit_hit": bool(budget is not None and budget.hit),
+                "time_used_s": budget.used() if budget is not None else None})
+    return {**out, "iteration": trainer.state.iteration, "best_val_pooled_mae_pos": -saved[-1][0] if saved else None,
             "best_val_coord_mae": -saved[-1][0] if saved else None,  # the same (pooled) value, older name
             "structures_per_s": t["structures"] / busy if busy else None,
             "structures_per_cpu_s": t["structures"] / t["cpu"] if t["cpu"] else None,
             "data_wait_share": t["data"] / busy if busy else None, "timing": dict(t), "run_dir": str(run_dir)}
+
+
+def _interrupted(signum: int, run_dir: str | Path, iteration: int | None) -> Interrupted:
+    where = f"at iteration {iteration}" if iteration is not None else "before any step"
+    saved = f"saved {Path(run_dir) / 'checkpoints' / 'last.pt'}; " if iteration is not None else ""
+    return Interrupted(signum, f"{signal.Signals(signum).name}: stopped {where}; {saved}"
+                               f"continue with: e3relax train --resume {run_dir}")
 
 
 def train(config: dict[str, Any], resume: bool = False, datasets: Mapping[str, Any] | None = None) -> dict | None:
@@ -252,6 +323,9 @@ def train(config: dict[str, Any], resume: bool = False, datasets: Mapping[str, A
 
     Returns:
         rank 0's summary when run in this process (single process), else None.
+
+    Raises:
+        Interrupted: after SIGINT or SIGTERM stopped the run and last.pt was saved (single process).
     """
     dist = config["distributed"]
     nproc = int(dist["nproc_per_node"] or 1)
@@ -265,7 +339,23 @@ def train(config: dict[str, Any], resume: bool = False, datasets: Mapping[str, A
         if dist["master_port"]:
             kwargs["master_port"] = int(dist["master_port"])
     if backend is None:
-        return training(0, config, resume, datasets)
-    with idist.Parallel(backend=backend, **kwargs) as parallel:
-        parallel.run(training, config, resume, datasets)
+        summary = training(0, config, resume, datasets)
+        if "interrupted" in summary:
+            info = summary["interrupted"]
+            raise _interrupted(info["signal"], config["run_dir"], info["saved_iteration"])
+        return summary
+    received: list[int] = []
+    previous = {}
+    if nproc > 1:  # the local processes save and stop themselves; this one waits for them
+        for sig in SignalStop.SIGNALS:
+            previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
+    try:
+        with idist.Parallel(backend=backend, **kwargs) as parallel:
+            parallel.run(training, config, resume, datasets)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise Interrupted(received[0], f"{signal.Signals(received[0]).name}: stopped; continue with: "
+                                       f"e3relax train --resume {config['run_dir']}")
     return None
