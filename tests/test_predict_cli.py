@@ -111,7 +111,8 @@ def test_pretrained_listing_and_name(ckpt, tmp_path, monkeypatch, capsys, caplog
     assert main(["predict", str(inputs / "nacl.cif"), "--checkpoint", "toy", "--out", str(tmp_path / "o"),
                  "--no-progress"]) == 0
     assert main(["predict", str(inputs / "nacl.cif"), "--checkpoint", "nope", "--out", str(tmp_path / "o")]) == 2
-    assert "checkpoint 'nope'" in caplog.text and "shipped: toy" in caplog.text
+    err = capsys.readouterr().err
+    assert err.startswith("e3relax predict: error: ") and "checkpoint 'nope'" in err and "shipped: toy" in err
 
 
 def test_shipped_index_is_consistent():

@@ -74,12 +74,13 @@ def run_convert(args: argparse.Namespace) -> int:
     from e3relax.datasets.convert_report import format_summary
     from e3relax.registry import IMPORTERS, RegistryError
 
+    from e3relax.errors import InputError
+
     try:
         importer = IMPORTERS.build({"name": args.layout, "src": args.src, **dict(args.opt)},
                                    trust_pickle=args.trust_pickle)
     except (RegistryError, FileNotFoundError, PermissionError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
+        raise InputError(f"layout {args.layout}, --src {args.src}: {exc}") from exc
     graph = {"name": args.graph, **dict(args.graph_opt)}
     try:
         report = convert(importer, args.out, layout=args.layout, graph=graph, workers=args.workers,
@@ -87,8 +88,7 @@ def run_convert(args: argparse.Namespace) -> int:
                          thresholds=_thresholds(args), chunk_size=args.chunk_size, limit=args.limit,
                          overwrite=args.overwrite, progress=not args.no_progress)
     except (FileExistsError, ValueError, RegistryError) as exc:
-        log.error("%s", exc)
-        return 2
+        raise InputError(str(exc)) from exc
     print(format_summary(report, args.out))
     if report["counts"]["converted"] == 0:
         log.error("no item of '%s' could be converted; see %s", args.src, Path(args.out) / "report.json")
@@ -107,18 +107,16 @@ def run_info(args: argparse.Namespace) -> int:
     """Run ``e3relax data info``: format, graph, source, counts and atom-count statistics."""
     from e3relax.datasets.convert_report import format_summary
     from e3relax.datasets.reader import LmdbDataset
+    from e3relax.errors import InputError, MissingPathError
 
     path = Path(args.path)
+    if not path.exists():
+        raise MissingPathError(f"{path} does not exist")
     targets = sorted(path.glob("*.lmdb")) if path.is_dir() and not list(path.glob("shard_*.lmdb")) else [path]
     if not targets:
-        log.error("%s: no .lmdb database here", path)
-        return 1
+        raise InputError(f"{path}: no .lmdb database here (an empty folder?)")
     for target in targets:
-        try:
-            ds = LmdbDataset(target)
-        except (OSError, ValueError) as exc:
-            log.error("%s", exc)
-            return 1
+        ds = LmdbDataset(target)
         meta = ds.metadata
         if args.json:
             print(json.dumps({k: v for k, v in meta.items() if k != "natoms"}, indent=1))
@@ -169,9 +167,12 @@ def run_bench(args: argparse.Namespace) -> int:
     import torch
 
     from e3relax.datasets.reader import LmdbDataset
+    from e3relax.errors import InputError
     from e3relax.records import collate
 
     ds = LmdbDataset(args.path)
+    if len(ds) == 0:
+        raise InputError(f"{args.path} holds no structures: nothing to time")
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers,
                                          collate_fn=collate, persistent_workers=args.num_workers > 0)
     next(iter(loader))  # warm-up: worker start, first environment opening

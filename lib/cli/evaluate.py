@@ -8,6 +8,7 @@ Writes ``per_structure.csv`` (every metric, model and Dummy), ``summary.json`` a
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 __all__ = ["add_parser", "run"]
@@ -27,6 +28,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
     p.add_argument("--dtype", default=None, choices=["float32", "float64"], help="default: the run's dtype")
     p.add_argument("--num-workers", type=int, default=0, help="data loader workers; default 0")
+    p.add_argument("--skip-bad-records", action="store_true",
+                   help="leave out (and count) records that fail validation instead of stopping")
     p.set_defaults(func=run)
     return p
 
@@ -48,10 +51,22 @@ def run(args: argparse.Namespace) -> int:
         import logging
 
         logging.getLogger("ignite.engine.engine.Engine").setLevel(logging.WARNING)
-    from e3relax.engine.report import evaluate_checkpoint
+    import torch
 
+    from e3relax.engine.data import build_dataset
+    from e3relax.engine.report import evaluate_checkpoint
+    from e3relax.errors import InputError
+
+    # open the data first: a wrong path or a bad database fails in one line before the model loads
+    dataset = build_dataset(args.data, torch.float64, skip_bad=args.skip_bad_records, what="--data")
+    if len(dataset) == 0:
+        raise InputError(f"--data {args.data} holds no structures")
     out = args.out or str(default_out(args.checkpoint, args.data))
-    summary = evaluate_checkpoint(args.checkpoint, args.data, out, batch_size=args.batch_size, device=args.device,
+    summary = evaluate_checkpoint(args.checkpoint, dataset if args.skip_bad_records else args.data, out, batch_size=args.batch_size, device=args.device,
                                   weights=args.weights, dtype=args.dtype, num_workers=args.num_workers)
     print((Path(out) / "summary.md").read_text(encoding="utf-8"))
+    skipped = getattr(dataset, "skipped", [])
+    if skipped:
+        print(f"e3relax evaluate: skipped {len(skipped)} bad record(s) of {args.data}; first: {skipped[0][0]}: "
+              f"{skipped[0][1]}", file=sys.stderr)
     return 0 if summary["num_structures"] else 1

@@ -11,7 +11,7 @@ Each relaxed structure is written as ``OUT/<input stem>.<format>`` (``<stem>_<i>
 structure of a multi-structure file), same atom order as the input, and ``OUT/summary.csv`` gives
 per structure: id, atoms, predicted volume change, largest displacement, shortest distance,
 ensemble uncertainty, flags. A bad file is reported and skipped; the exit status is 1 if any
-input failed, 2 if the checkpoint cannot be loaded, 0 otherwise.
+input failed, 2 if the checkpoint cannot be loaded (one line on stderr), 0 otherwise.
 """
 from __future__ import annotations
 
@@ -96,9 +96,10 @@ def run_predict(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         relaxer = Relaxer.from_checkpoint(args.checkpoint, device=args.device, ensemble=not args.no_ensemble)
-    except (FileNotFoundError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
+    except (FileNotFoundError, ValueError) as exc:  # a wrong name or path, a refused file: one line, status 2
+        from e3relax.errors import InputError
+
+        raise InputError(str(exc)) from exc
     names = output_names(files)
     rows: list[dict[str, Any]] = []
     meta: dict[str, dict[str, Any]] = {}
