@@ -79,11 +79,87 @@ def find_inputs(specs: Sequence[str | Path]) -> tuple[list[Path], list[tuple[str
     return files, problems
 
 
+def _floats(line: str, n: int) -> bool:
+    try:
+        [float(x) for x in line.split()[:n]]
+    except ValueError:
+        return False
+    return len(line.split()) >= n
+
+
+def _cif_reason(text: str, exc: Exception | None) -> str | None:
+    """A plain reason why ``text`` is not a readable CIF (None: no better words than ASE's)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not any(ln.lower().startswith("data_") for ln in lines):
+        return "not a CIF (no 'data_' block)"
+    sites = any(ln.lower().startswith(("_atom_site_fract_", "_atom_site_cartn_")) for ln in lines)
+    message = str(exc) if exc is not None else ""
+    if "incomplete row" in message:
+        return "truncated CIF (the last row of a loop is incomplete)"
+    if not sites:
+        return "truncated CIF, or one without atoms (no '_atom_site' loop)"
+    if exc is None or isinstance(exc, IndexError) or "Unexpected CIF file entry" in message \
+            or "at least one array" in message:
+        return "truncated CIF (its '_atom_site' loop has no complete row)"
+    return None
+
+
+def _poscar_reason(text: str) -> str | None:
+    """A plain reason why ``text`` is not a readable POSCAR/CONTCAR (None: no better words than ASE's)."""
+    lines = text.splitlines()
+    if len(lines) < 2 or not _floats(lines[1], 1):
+        got = lines[1].strip()[:40] if len(lines) > 1 else "nothing"
+        return f"not a POSCAR/CONTCAR (line 2 must be the scaling factor, got '{got}')"
+    for k in (2, 3, 4):
+        if len(lines) <= k:
+            return f"truncated POSCAR/CONTCAR ({len(lines)} lines; it ends before the three lattice vectors)"
+        if not _floats(lines[k], 3):
+            return f"not a POSCAR/CONTCAR (line {k + 1} must be a lattice vector, got '{lines[k].strip()[:40]}')"
+    k = 5
+    if len(lines) > k and lines[k].split() and not lines[k].split()[0].isdigit():
+        k += 1  # species line (VASP 5)
+    if len(lines) <= k:
+        return f"truncated POSCAR/CONTCAR ({len(lines)} lines; it ends before the atom counts line)"
+    try:
+        counts = [int(x) for x in lines[k].split()]
+    except ValueError:
+        return f"not a POSCAR/CONTCAR (line {k + 1} must be the atom counts, got '{lines[k].strip()[:40]}')"
+    mode = k + 1
+    if len(lines) > mode and lines[mode].strip()[:1].lower() == "s":  # selective dynamics
+        mode += 1
+    coords = 0
+    for ln in lines[mode + 1:]:
+        if not _floats(ln, 3):
+            break
+        coords += 1
+    if coords < sum(counts):
+        return (f"the counts line (line {k + 1}: '{lines[k].strip()}', {sum(counts)} atoms) does not match the "
+                f"coordinates ({coords} coordinate line{'s' * (coords != 1)} follow)")
+    return None
+
+
+def _reason(path: Path, fmt: str | None, exc: Exception | None) -> str | None:
+    """Plain words for why ``path`` could not be read as ``fmt`` (ASE's messages are often empty or cryptic)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    if not text.strip():
+        return "empty file"
+    if fmt == "cif":
+        return _cif_reason(text, exc)
+    if fmt == "vasp":
+        return _poscar_reason(text)
+    return None
+
+
 def read_structures(path: str | Path) -> list[Any]:
     """Every structure of a CIF, POSCAR/CONTCAR (any name) or extxyz file, as ``ase.Atoms``.
 
     Raises:
-        ValueError: naming the file and why it cannot be read.
+        ValueError: naming the file and why it cannot be read (in plain words where we recognise
+            the problem: not a CIF, a truncated file, a counts line that does not match the
+            coordinates).
     """
     from ase.io import read
 
@@ -95,20 +171,26 @@ def read_structures(path: str | Path) -> list[Any]:
         tries = ["extxyz"]
     else:
         tries = ["vasp", None]  # POSCAR/CONTCAR with any name, then ASE's own detection
-    errors = []
+    errors, reasons = [], []
     for fmt in tries:
         try:
             frames = read(str(path), index=":", format=fmt) if fmt != "vasp" else [read(str(path), format="vasp")]
         except Exception as exc:  # noqa: BLE001 - ASE raises many types for malformed files
-            errors.append(f"{fmt or 'auto'}: {type(exc).__name__}: {exc}")
+            reasons.append(_reason(path, fmt, exc))
+            detail = f"{type(exc).__name__}: {exc}" if str(exc).strip() else type(exc).__name__
+            errors.append(f"{fmt or 'auto'}: {detail}")
             continue
         frames = list(frames) if isinstance(frames, list) else [frames]
         if not frames:
+            reasons.append(_reason(path, fmt, None))
             errors.append(f"{fmt or 'auto'}: no structure in the file")
             continue
         if any(len(a) == 0 for a in frames):
             raise ValueError(f"{path}: a structure has no atoms")
         return frames
+    reason = next((r for r in reasons if r), None)
+    if reason is not None:
+        raise ValueError(f"{path}: not a readable structure file: {reason}")
     raise ValueError(f"{path}: not a readable structure file ({'; '.join(errors)})")
 
 
