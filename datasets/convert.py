@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -122,7 +123,8 @@ def _run_pool(importer: Importer, settings: ConvertSettings, jobs: Iterator, wor
         yield from map(process, jobs)
         return
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers, initializer=init_worker, initargs=(importer, settings)) as pool:
+    # parent=...: a worker ends with this process, even when it is killed without any cleanup
+    with ctx.Pool(workers, initializer=init_worker, initargs=(importer, settings, True, os.getpid())) as pool:
         yield from pool.imap(process, jobs, chunksize=4)
 
 

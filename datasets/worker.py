@@ -3,10 +3,18 @@
 Kept apart from the driver so that a worker's state (importer, graph builder, settings) is set
 once per process by :func:`init_worker` and every call of :func:`process` returns a small,
 picklable dict: either a converted record (npz bytes + what the report needs) or a skip.
+A worker stops as soon as the process that started it dies, however it died (even SIGKILL):
+see :func:`die_with_parent`.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,9 +64,47 @@ def graph_params(spec: Any) -> dict:
 
 _STATE: dict[str, Any] = {}
 
+#: ``prctl`` option: signal this process when its parent dies (Linux)
+PR_SET_PDEATHSIG = 1
 
-def init_worker(importer: Importer, settings: ConvertSettings, limit_threads: bool = True) -> None:
-    """Set the per-process state (called once per worker by the pool)."""
+
+def _watch_parent(parent: int, interval: float) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
+
+
+def die_with_parent(parent: int, interval: float = 0.5) -> str:
+    """Make this process end when process ``parent`` ends.
+
+    On Linux the kernel sends SIGTERM on the parent's death (``prctl(PR_SET_PDEATHSIG)``);
+    elsewhere a daemon thread checks the parent id every ``interval`` seconds. A parent that
+    died before this was set up ends this process at once.
+
+    Returns:
+        ``"pdeathsig"`` or ``"watchdog"``: how it is done.
+    """
+    how = "watchdog"
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0:
+                how = "pdeathsig"
+        except (OSError, AttributeError):  # pragma: no cover - no usable libc
+            pass
+    if os.getppid() != parent:  # the parent is already gone
+        os._exit(1)
+    if how == "watchdog":
+        threading.Thread(target=_watch_parent, args=(parent, interval), daemon=True, name="parent-watch").start()
+    return how
+
+
+def init_worker(importer: Importer, settings: ConvertSettings, limit_threads: bool = True,
+                parent: int | None = None) -> None:
+    """Set the per-process state (called once per worker by the pool); with ``parent`` (the pid of
+    the process that owns the pool) the worker ends when that process dies."""
+    if parent is not None:
+        die_with_parent(parent)
     if limit_threads:
         try:
             import torch
