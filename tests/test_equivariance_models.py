@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from e3relax.registry import MODELS
-from e3relax.testing import PROPERTIES, TOLERANCE, perturb_, property_errors, random_structure, signal, status
+from e3relax.testing import (
+    PROPERTIES, TOLERANCE, ModelTests, perturb_, property_errors, random_structure, signal, status,
+)
 
 #: Extra configurations beyond each model's own ``test_config()``.
 VARIANTS = {
@@ -111,3 +113,13 @@ def test_default_laws_are_the_documented_ones():
 def test_every_paper_model_is_checked():
     paper = {"dummy", "e3relax", "relax_net", "painn", "egnn", "hegnn", "gotennet", "equiformer_v2", "deeprelax"}
     assert paper <= set(TOOLKIT_MODELS), f"missing from the shared symmetry test: {sorted(paper - set(TOOLKIT_MODELS))}"
+
+
+class TestE3RelaxModelKit(ModelTests):
+    """The shipped model mixin on E3Relax itself (laws, batching, unbatched Data, shapes, gradients, overfit)."""
+
+    model_spec = "e3relax"
+
+
+class TestPaiNNModelKit(ModelTests):
+    model_spec = "painn"

@@ -9,8 +9,10 @@ import pytest
 from ase import Atoms
 from ase.io import write
 
+from data_fixtures import write_poscar_pairs, write_vasp_dirs
 from e3relax.datasets.importers.base import RawPair, Skipped
 from e3relax.registry import IMPORTERS
+from e3relax.testing import ImporterTests
 
 
 def make_pair(seed: int, n_rep: int = 1, pbc=True) -> tuple[Atoms, Atoms]:
@@ -50,8 +52,39 @@ def assert_same_cif(a: Atoms, b: Atoms, atol: float = 2e-3) -> None:
 
 
 def test_all_layouts_registered():
-    for name in ("xmno", "mp", "mpf_pickle", "c2db", "custom", "legacy_lmdb", "extxyz", "builtin"):
+    for name in ("xmno", "mp", "mpf_pickle", "c2db", "custom", "legacy_lmdb", "extxyz", "builtin", "poscar_pairs",
+                 "vasp_dirs"):
         assert name in IMPORTERS
+
+
+# ------------------------------------------------------------------ poscar_pairs, vasp_dirs (test kit mixin)
+class TestPoscarPairsTarballs(ImporterTests):
+    importer = "poscar_pairs"
+
+    def write_layout(self, root):
+        return write_poscar_pairs(root, as_tarballs=True)
+
+
+class TestPoscarPairsFolders(ImporterTests):
+    importer = "poscar_pairs"
+
+    def write_layout(self, root):
+        return write_poscar_pairs(root, as_tarballs=False, seed=3)
+
+
+class TestVaspDirs(ImporterTests):
+    importer = "vasp_dirs"
+
+    def write_layout(self, root):
+        return write_vasp_dirs(root)
+
+
+class TestVaspDirsTrajectories(ImporterTests):
+    importer = "vasp_dirs"
+    options = {"trajectory": True, "num_frames": 3}
+
+    def write_layout(self, root):
+        return write_vasp_dirs(root, seed=5)
 
 
 # ------------------------------------------------------------------ xmno
