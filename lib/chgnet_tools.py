@@ -9,8 +9,11 @@ process are slower than one.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -53,13 +56,55 @@ def load_chgnet():
         from chgnet.model import CHGNet
     except ImportError as exc:  # pragma: no cover - depends on the optional extra
         raise ImportError("CHGNet tools need the optional extra: pip install -c constraints.txt 'e3relax[chgnet]'") from exc
-    return CHGNet.load(verbose=False)
+    with _printed_to_log():
+        return CHGNet.load(verbose=False)
+
+
+@lru_cache(maxsize=4)
+def _cached_calculator(model):
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    with _printed_to_log():
+        return CHGNetCalculator(model=model, use_device="cpu", on_isolated_atoms="ignore")
 
 
 def _calculator(model=None):
-    from chgnet.model.dynamics import CHGNetCalculator
+    """One CHGNet calculator per model and process, so CHGNet announces its device once, not per structure."""
+    return _cached_calculator(model or load_chgnet())
 
-    return CHGNetCalculator(model=model or load_chgnet(), use_device="cpu", on_isolated_atoms="ignore")
+
+@contextlib.contextmanager
+def _printed_to_log():
+    """What CHGNet prints (version, device) goes to the log as one line."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            yield
+    finally:
+        text = "; ".join(line.strip() for line in buf.getvalue().splitlines() if line.strip())
+        if text:
+            log.info("%s", text)
+
+
+#: warnings FIRE with the cell filter raises on every step and that say nothing about the result
+_NOISE = ("logm result may be inaccurate", "Converting a tensor with requires_grad=True to a scalar")
+_noise_seen: set[str] = set()
+
+
+@contextlib.contextmanager
+def _one_line_per_notice():
+    """Turn the repeated numerical notices of a relaxation into one log line each per process."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        text = str(w.message)
+        notice = next((n for n in _NOISE if n in text), None)
+        if notice is None:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        elif notice not in _noise_seen:
+            _noise_seen.add(notice)
+            log.info("%s: %s (repeats are not shown)", w.category.__name__, text.splitlines()[0])
 
 
 def cell_filter_mask(pbc) -> list[int] | None:
@@ -98,13 +143,14 @@ def fire_relax(
 
     atoms = as_atoms(structure).copy()
     atoms.calc = calculator
-    e0 = float(atoms.get_potential_energy()) / len(atoms)
-    target = FrechetCellFilter(atoms, mask=cell_filter_mask(atoms.pbc)) if relax_cell else atoms
-    opt = FIRE(target, logfile=None)
-    t0 = time.perf_counter()
-    converged = bool(opt.run(fmax=fmax, steps=max_steps))
-    seconds = time.perf_counter() - t0
-    energy = float(atoms.get_potential_energy()) / len(atoms)
+    with _one_line_per_notice():
+        e0 = float(atoms.get_potential_energy()) / len(atoms)
+        target = FrechetCellFilter(atoms, mask=cell_filter_mask(atoms.pbc)) if relax_cell else atoms
+        opt = FIRE(target, logfile=None)
+        t0 = time.perf_counter()
+        converged = bool(opt.run(fmax=fmax, steps=max_steps))
+        seconds = time.perf_counter() - t0
+        energy = float(atoms.get_potential_energy()) / len(atoms)
     relaxed = atoms.copy()
     relaxed.calc = None
     relaxed.constraints = []
@@ -134,5 +180,6 @@ def chgnet_energy_per_atom(structures, model=None) -> np.ndarray:
     for s in structures:
         atoms = as_atoms(s).copy()
         atoms.calc = calc
-        out.append(float(atoms.get_potential_energy()) / len(atoms))
+        with _one_line_per_notice():
+            out.append(float(atoms.get_potential_energy()) / len(atoms))
     return np.asarray(out)

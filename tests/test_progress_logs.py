@@ -59,4 +59,27 @@ def test_predict_log_file_has_no_carriage_returns(tmp_path):
     text = log.read_text()
     assert proc.returncode == 0, text
     assert "\r" not in text
-    assert "predict: 1/1 file (100%)" in text
+    assert "predict: 1/1 files (100%)" in text
+
+
+def test_chgnet_announces_itself_once_and_warnings_are_one_line(capsys, caplog):
+    pytest.importorskip("chgnet")
+    import warnings
+
+    from ase.build import bulk
+
+    from e3relax import chgnet_tools
+
+    atoms = [bulk("Si", "diamond", a=5.43), bulk("NaCl", "rocksalt", a=5.6)]
+    with caplog.at_level(logging.INFO, logger="e3relax.chgnet_tools"):
+        chgnet_tools.chgnet_energy_per_atom(atoms)
+        chgnet_tools.chgnet_energy_per_atom(atoms)
+        with chgnet_tools._one_line_per_notice():
+            for k in range(33):
+                warnings.warn(f"logm result may be inaccurate, approximate err = {k}e-13", RuntimeWarning)
+        with chgnet_tools._one_line_per_notice():
+            warnings.warn("logm result may be inaccurate, approximate err = 1e-12", RuntimeWarning)
+    assert "CHGNet will run" not in capsys.readouterr().out
+    assert chgnet_tools._calculator() is chgnet_tools._calculator()
+    assert sum("will run on" in r.getMessage() for r in caplog.records) <= 1
+    assert sum("logm" in r.getMessage() for r in caplog.records) <= 1

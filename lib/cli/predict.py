@@ -80,7 +80,7 @@ def _refine(result: dict[str, Any], fmax: float, max_steps: int) -> None:
 def _progress(total: int, disable: bool, desc: str):
     from e3relax.progress import progress
 
-    return progress(total=total, unit="file", disable=disable, desc=desc)
+    return progress(total=total, unit="files", disable=disable, desc=desc)
 
 
 def run_predict(args: argparse.Namespace) -> int:
