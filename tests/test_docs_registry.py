@@ -1,4 +1,5 @@
-"""docs/registry.md's worked example runs as written: user block file, YAML, registration, build."""
+"""docs/registry.md's worked example runs as written: user block file, YAML, registration, build, and
+the three-line test of the user's model with the shipped kit."""
 from __future__ import annotations
 
 import re
@@ -27,7 +28,7 @@ def test_registry_doc_example_runs(tmp_path, monkeypatch, capsys):
             files[m.group(1)] = body
         elif lang == "python" and "RegistryError" not in body and "MODELS.names()" not in body:
             scripts.append(body)
-    assert set(files) == {"my_blocks.py", "my_model.yaml"}
+    assert set(files) == {"my_blocks.py", "my_model.yaml", "test_my_model.py"}
     assert len(scripts) == 2, "registration snippet and the build/run snippet"
     for name, body in files.items():
         (tmp_path / name).write_text(body)
@@ -42,9 +43,19 @@ def test_registry_doc_example_runs(tmp_path, monkeypatch, capsys):
         out = capsys.readouterr().out
         assert "3 torch.Size([8, 3]) torch.Size([1, 3, 3])" in out
         assert "element_step_position_update" in BLOCKS
+        _run_test_class(runpy.run_path(str(tmp_path / "test_my_model.py"))["TestMyModel"], expected=6)
     finally:
         BLOCKS._classes.pop("element_step_position_update", None)
         sys.modules.pop("my_blocks", None)
+
+
+def _run_test_class(cls: type, expected: int) -> None:
+    """Call every ``test_*`` method of a kit test class, as pytest would collect them."""
+    assert cls.__name__.startswith("Test")
+    names = [n for n in dir(cls) if n.startswith("test_") and callable(getattr(cls, n))]
+    assert len(names) == expected, names
+    for name in names:
+        getattr(cls(), name)()
 
 
 def test_registry_doc_error_messages_are_real():
