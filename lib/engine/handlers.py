@@ -177,8 +177,13 @@ class SignalStop:
     def attach(self, trainer: Engine) -> "SignalStop":
         trainer.add_event_handler(Events.STARTED, self._install)
         trainer.add_event_handler(Events.ITERATION_COMPLETED | Events.EPOCH_COMPLETED, self._check)
-        trainer.add_event_handler(Events.COMPLETED | Events.EXCEPTION_RAISED, self._restore)
+        # not on EXCEPTION_RAISED: a handler there would swallow the exception; call close() instead
+        trainer.add_event_handler(Events.COMPLETED, self._restore)
         return self
+
+    def close(self) -> None:
+        """Put the previous signal handlers back (after the run, however it ended)."""
+        self._restore(None)
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self._received is not None:  # a second signal: give up waiting

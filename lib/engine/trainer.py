@@ -289,6 +289,7 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     try:
         trainer.run(loader, max_epochs=int(sched["max_epochs"]), epoch_length=int(sched["epoch_length"]))
     finally:
+        stop.close()
         if tb is not None:
             tb.close()
     saved = best.state_dict()["_saved"] if val_ds is not None else []
