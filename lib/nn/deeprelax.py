@@ -76,6 +76,9 @@ def offset_encoding(cell_offsets: torch.Tensor, dim: int) -> torch.Tensor:
 class DistanceHead(nn.Module):
     """DeepRelax distance head: ``[mu, log b] = MLP_o([g(x_i) || g(x_j) || MLP_e(e_ij)])``, mu = ReLU.
 
+    Paper: DeepRelax (Yang et al. 2024), its distance stage as summarised in E3Relax Appendix C;
+    equations in e3relax-spec §2.3.
+
     ``g = ScaledSiLU(Linear)``, ``MLP_e``: K -> F -> F, ``MLP_o``: 3F -> F -> F -> 2 (ScaledSiLU
     between layers). Invariant: it reads only invariant node and edge features.
 
@@ -109,7 +112,7 @@ class DistanceHead(nn.Module):
 
 @BLOCKS.register("deeprelax_edg_solver")
 class EDGSolver(nn.Module):
-    """DeepRelax Euclidean-distance-geometry solver (spec 2.5), batched.
+    """DeepRelax Euclidean-distance-geometry solver (E3Relax Appendix C; e3relax-spec §2.5), batched.
 
     ``sigma = exp(clamp(log b, lo, hi))``, bounds ``[max(mu - sigma, 0), mu + sigma]`` per set;
     starting from ``x = r_u``, ``num_steps`` Adam steps (``lr``) minimise, per structure,

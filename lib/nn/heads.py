@@ -137,6 +137,9 @@ class DeepRelaxLatticeHead(nn.Module):
 class EquivariantLatticeHead(nn.Module):
     """O(3)-equivariant lattice head: ``L_hat = (I + M) L_u``.
 
+    Paper: the equivariant replacement of the DeepRelax lattice head of E3Relax Appendix C
+    (e3relax-spec §2.3, "equivariant alternative").
+
     ``M = reshape(MLP([g || vec(L_u L_u^T) / gram_scale]), 3, 3)``, with ``g`` the sum-pooled
     invariant atom features. Under ``L_u -> L_u R^T`` the Gram matrix and ``g`` are unchanged, so
     ``L_hat -> L_hat R^T`` exactly, for proper and improper R. ``M`` mixes lattice vectors

@@ -106,6 +106,9 @@ def cosine_cutoff(dist: torch.Tensor, cutoff: float) -> torch.Tensor:
 class ExpNormRBF(nn.Module):
     """Exponential-normal radial basis with a cosine cutoff (PhysNet / TorchMD-Net; GotenNet's default).
 
+    Paper: PhysNet (Unke & Meuwly 2019), as GotenNet (Aykent & Xia, ICLR 2025) uses it for the
+    GotenNet baseline of E3Relax Appendix C; equations in e3relax-spec §3.4.
+
     ``phi_k(d) = f_cut(d) * exp(-beta_k (exp(-alpha d) - mu_k)^2)``, ``alpha = 5 / c``,
     ``mu_k`` evenly spaced on ``[exp(-c), 1]``, ``beta_k = (2 (1 - exp(-c)) / K)^-2``.
 

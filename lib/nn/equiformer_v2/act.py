@@ -67,6 +67,9 @@ class GateActivation(nn.Module):
     l > 0 -> ``x_l * sigmoid(g_l)`` with one gate per (degree, channel). Exactly equivariant; used
     for the exact equivariance tests instead of the S2 grid.
 
+    Paper: EquiformerV2 (Liao et al., ICLR 2024), adapted as in E3Relax Appendix C; equations in
+    e3relax-spec §3.5.
+
     Args:
         lmax: maximum degree.
 

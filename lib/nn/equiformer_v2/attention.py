@@ -79,6 +79,9 @@ class EqV2FeedForward(nn.Module):
     """EquiformerV2 feed-forward: per-degree linear -> activation gated by scalars of l = 0 ->
     per-degree linear.
 
+    Paper: EquiformerV2 (Liao et al., ICLR 2024), adapted as in E3Relax Appendix C; equations in
+    e3relax-spec §3.5.
+
     Shapes:
         x: [N, S, C]  ->  [N, S, C]
     """
@@ -99,6 +102,9 @@ class EqV2FeedForward(nn.Module):
 class EqV2Block(nn.Module):
     """Pre-norm Transformer block (EquiformerV2 ``TransBlockV2``, no drop-path):
     ``x += Attn(Norm(x))``; ``x += FFN(Norm(x))``.
+
+    Paper: EquiformerV2 (Liao et al., ICLR 2024), adapted as in E3Relax Appendix C; equations in
+    e3relax-spec §3.5.
 
     Shapes:
         x: [N, S, C], edge_index: [2, E], wigner: [E, S, S], edge_attr: [E, D]  ->  [N, S, C]
@@ -126,6 +132,9 @@ class EdgeDegreeEmbedding(nn.Module):
     """EquiformerV2 edge-degree embedding: a radial MLP of the edge embedding fills the m = 0
     coefficients of every degree in the edge frame; rotated back, summed over neighbours and divided
     by ``avg_degree``. Gives the initial l > 0 features.
+
+    Paper: EquiformerV2 (Liao et al., ICLR 2024), adapted as in E3Relax Appendix C; equations in
+    e3relax-spec §3.5.
 
     Shapes:
         edge_attr: [E, D], edge_index: [2, E], wigner: [E, S, S]  ->  [N, S, C]

@@ -114,6 +114,9 @@ def rotate_from_frame(wigner: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class SO3Linear(nn.Module):
     """Per-degree channel mixing (EquiformerV2 ``SO3_LinearV2``): ``y_l = W_l x_l (+ b for l = 0)``.
 
+    Paper: EquiformerV2 (Liao et al., ICLR 2024), adapted as in E3Relax Appendix C; equations in
+    e3relax-spec §3.5.
+
     Equivariant because it never mixes coefficients, only channels within each degree.
 
     Args:
