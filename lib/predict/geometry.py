@@ -81,20 +81,12 @@ def keep_vacuum(pos_pred: np.ndarray, cell_pred: np.ndarray, cell_in: np.ndarray
 
 def _pair_distances(pos: np.ndarray, cell: np.ndarray, pbc: Sequence[bool], cutoff: float):
     """``(i, j, d)`` of every pair closer than ``cutoff`` (both orders), images included."""
-    try:
-        import vesin
+    import vesin
 
-        nl = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
-        i, j, d = nl.compute(np.asarray(pos, dtype=np.float64), np.asarray(cell, dtype=np.float64),
-                             np.asarray(pbc, dtype=bool).reshape(3), quantities="ijd")
-        return np.asarray(i), np.asarray(j), np.asarray(d)
-    except ImportError:  # pragma: no cover - vesin is a dependency; ASE is the slow fallback
-        pass
-    from ase import Atoms
-    from ase.neighborlist import neighbor_list
-
-    atoms = Atoms(numbers=np.ones(len(pos), dtype=int), positions=pos, cell=cell, pbc=pbc)
-    return neighbor_list("ijd", atoms, cutoff, self_interaction=False)
+    nl = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+    i, j, d = nl.compute(np.asarray(pos, dtype=np.float64), np.asarray(cell, dtype=np.float64),
+                         np.asarray(pbc, dtype=bool).reshape(3), quantities="ijd")
+    return np.asarray(i), np.asarray(j), np.asarray(d)
 
 
 def min_distance(pos: np.ndarray, cell: np.ndarray, pbc: Sequence[bool], cutoff: float = 8.0) -> float:
