@@ -189,8 +189,7 @@ def test_structure_to_data_and_mixed_collate_error():
 def test_with_the_registered_graph_builder():
     from e3relax.registry import GRAPHS
 
-    if "periodic_multi_edge" not in GRAPHS:
-        pytest.skip("graph builder 'periodic_multi_edge' is not registered")
+    assert "periodic_multi_edge" in GRAPHS, f"default graph builder not registered; GRAPHS has {GRAPHS.names()}"
     graph = GRAPHS.build({"name": "periodic_multi_edge", "cutoff": 3.5, "max_neighbors": 50})
     data = [record_to_data(make_record(*make_pair(20 + s, n), f"g{s}", graph)[0], dtype=torch.float64)
             for s, n in enumerate((2, 4))]
