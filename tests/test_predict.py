@@ -154,8 +154,9 @@ def test_flags():
 def test_invalid_input_names_it(ckpts):
     relaxer = Relaxer.from_checkpoint(ckpts[0])
     bad = Atoms("Na2", positions=[[0, 0, 0], [0, 0, 0.0]], cell=[4, 4, 4], pbc=True)
-    with pytest.raises(ValueError, match="structure 1"):
+    with pytest.raises(ValueError, match=r"^structure '#1 Na2': ") as info:
         relaxer.relax([structures()[0], bad])
+    assert "'structure" not in str(info.value)
     results = list(relaxer.iter_relax([("good", structures()[0]), ("bad", bad)]))
     assert "error" not in results[0] and results[1]["id"] == "bad" and "error" in results[1]
 

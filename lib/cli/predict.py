@@ -100,7 +100,7 @@ def run_predict(args: argparse.Namespace) -> int:
         from e3relax.errors import InputError
 
         raise InputError(str(exc)) from exc
-    names = output_names(files)
+    names = output_names(files, args.format)
     rows: list[dict[str, Any]] = []
     meta: dict[str, dict[str, Any]] = {}
 

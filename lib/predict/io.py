@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 import glob
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-__all__ = ["FORMATS", "InputFile", "find_inputs", "read_structures", "output_names", "write_structure",
+__all__ = ["FORMATS", "InputFile", "find_inputs", "read_structures", "output_names", "safe_stem", "write_structure",
            "SUMMARY_FIELDS", "write_summary"]
 
 log = logging.getLogger(__name__)
@@ -194,12 +195,33 @@ def read_structures(path: str | Path) -> list[Any]:
     raise ValueError(f"{path}: not a readable structure file ({'; '.join(errors)})")
 
 
-def output_names(files: Sequence[Path]) -> dict[Path, str]:
-    """A unique output stem per input file: its stem, prefixed by parent folders when two collide."""
+#: words for which ASE (case-sensitive) or pymatgen (case-insensitive) take a file for a VASP file
+#: whatever its extension (``POSCAR_NaCl.cif`` is read as a POSCAR)
+_VASP_WORDS = re.compile(r"POSCAR|CONTCAR|CENTCAR|CHGCAR|LOCPOT|OUTCAR|XDATCAR|vasprun", re.IGNORECASE)
+#: extension-like parts of a stem that pymatgen would take for the format (``a.cif_1.vasp`` is a CIF to it)
+_EXT_WORDS = re.compile(r"\.(cif|mcif|vasp|xyz|extxyz|json|cssr|xsf)", re.IGNORECASE)
+
+
+def safe_stem(stem: str, fmt: str | None) -> str:
+    """``stem`` changed so that ASE's and pymatgen's guess from ``<stem>.<ext of fmt>`` is ``fmt``.
+
+    For CIF and extxyz outputs the VASP words become ``relaxed`` (``POSCAR_NaCl`` ->
+    ``relaxed_NaCl``); a dot before an extension-like word becomes ``_`` for every format.
+    """
+    if fmt is None:
+        return stem
+    if fmt != "vasp":
+        stem = _VASP_WORDS.sub("relaxed", stem)
+    return _EXT_WORDS.sub(lambda m: "_" + m.group(1), stem)
+
+
+def output_names(files: Sequence[Path], fmt: str | None = None) -> dict[Path, str]:
+    """A unique output stem per input file: its stem (see :func:`safe_stem` for the output format
+    ``fmt``), prefixed by parent folders when two collide."""
     def stem(p: Path, depth: int) -> str:
         base = p.stem if p.suffix.lower() in {".cif", ".vasp", ".poscar", ".xyz", ".extxyz"} else p.name
         parents = [q.name for q in list(p.parents)[:depth] if q.name][::-1]
-        return "_".join(parents + [base])
+        return safe_stem("_".join(parents + [base]), fmt)
 
     names = {p: stem(p, 0) for p in files}
     for depth in range(1, 8):

@@ -268,14 +268,23 @@ class Relaxer:
             ``flags`` and ``unphysical``.
 
         Raises:
-            ValueError / TypeError: for an invalid input, naming it (``structure <index>``).
+            ValueError: for an invalid input, naming it by position and formula (``structure '#1 NaCl'``).
         """
         single = not isinstance(x, (list, tuple))
         items = [x] if single else list(x)
         out = []
-        for r in self.iter_relax(((f"structure {i}", s) for i, s in enumerate(items)), batch_size,
+        for r in self.iter_relax(((_input_name(i, s), s) for i, s in enumerate(items)), batch_size,
                                  return_trajectory, deform_vacuum, vacuum_threshold):
             if "error" in r:
                 raise ValueError(r["error"])
             out.append(r)
         return out[0] if single else out
+
+
+def _input_name(index: int, structure: Any) -> str:
+    """``#<index> <formula>``: how :meth:`Relaxer.relax` names an input in results and errors."""
+    try:
+        formula = as_atoms(structure).get_chemical_formula(mode="metal")
+    except Exception:  # noqa: BLE001 - the real error is raised when the input is converted
+        formula = type(structure).__name__
+    return f"#{index} {formula}"
