@@ -55,24 +55,25 @@ class ImporterTests:
         """The ``src`` argument of the importer for a fixture written under ``root``."""
         return root
 
-    def make_importer(self, root: Path):
+    def make_importer(self, root: Path) -> Any:
+        """The importer under test, constructed on the fixture written under ``root``."""
         if self.importer is None:
             raise TypeError(f"{type(self).__name__}: set importer to the importer to test")
         cls = IMPORTERS.get(self.importer) if isinstance(self.importer, str) else self.importer
         return cls(self.source(root), **dict(self.options))
 
     # ------------------------------------------------------------------ helpers
-    def _fixture(self, tmp_path: Path):
+    def _fixture(self, tmp_path: Path) -> tuple[dict[str, str], Any, list]:
         root = Path(tmp_path) / "layout"
         root.mkdir(parents=True, exist_ok=True)
         expected = dict(self.write_layout(root))
         importer = self.make_importer(root)
         return expected, importer, list(importer)
 
-    def _graph(self):
+    def _graph(self) -> Any:
         return GRAPHS.build(dict(self.graph_spec))
 
-    def _record(self, item, graph):
+    def _record(self, item: Any, graph: Any) -> tuple[dict | None, str | None]:
         """``(record, None)`` or ``(None, validation code)`` for a pair."""
         from e3relax.records import make_record
         from e3relax.structures import PairValidationError

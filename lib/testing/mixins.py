@@ -51,7 +51,7 @@ def load_model_spec(spec: Mapping[str, Any] | str | Path, use_test_config: bool 
     return spec
 
 
-def _relax_loss(out, batch) -> torch.Tensor:
+def _relax_loss(out: Any, batch: Any) -> torch.Tensor:
     """Mean over layers of the mean absolute error of positions and cells."""
     terms = [(p - batch[keys.POS_R]).abs().mean() + (c - batch[keys.CELL_R]).abs().mean()
              for p, c in zip(out.pos, out.cell)]
@@ -104,7 +104,7 @@ class ModelTests:
         """The test crystals (default: the kit's 4-, 6- and 5-atom triclinic cells)."""
         return default_structures(labels=labels)
 
-    def loss(self, out, batch) -> torch.Tensor:
+    def loss(self, out: Any, batch: Any) -> torch.Tensor:
         """Training loss of the overfit test (mean absolute error, every layer)."""
         return _relax_loss(out, batch)
 
