@@ -156,3 +156,5 @@ def test_training_and_evaluation_stop_on_a_bad_record_or_skip_it(tmp_path, capsy
     with open(tmp_path / "e2" / "per_structure.csv") as fh:
         ids = [r["id"] for r in csv.DictReader(fh)]
     assert ids == ["toy-100", "toy-101", "toy-103"]
+    doc = json.loads((tmp_path / "e2" / "summary.json").read_text())
+    assert doc["skipped_records"] == 1 and doc["data"] == str(val_db) and doc["num_structures"] == 3

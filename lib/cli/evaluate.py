@@ -51,22 +51,14 @@ def run(args: argparse.Namespace) -> int:
         import logging
 
         logging.getLogger("ignite.engine.engine.Engine").setLevel(logging.WARNING)
-    import torch
-
-    from e3relax.engine.data import build_dataset
     from e3relax.engine.report import evaluate_checkpoint
-    from e3relax.errors import InputError
 
-    # open the data first: a wrong path or a bad database fails in one line before the model loads
-    dataset = build_dataset(args.data, torch.float64, skip_bad=args.skip_bad_records, what="--data")
-    if len(dataset) == 0:
-        raise InputError(f"--data {args.data} holds no structures")
     out = args.out or str(default_out(args.checkpoint, args.data))
-    summary = evaluate_checkpoint(args.checkpoint, dataset if args.skip_bad_records else args.data, out, batch_size=args.batch_size, device=args.device,
-                                  weights=args.weights, dtype=args.dtype, num_workers=args.num_workers)
+    summary = evaluate_checkpoint(args.checkpoint, args.data, out, batch_size=args.batch_size, device=args.device,
+                                  weights=args.weights, dtype=args.dtype, num_workers=args.num_workers,
+                                  skip_bad_records=args.skip_bad_records)
     print((Path(out) / "summary.md").read_text(encoding="utf-8"))
-    skipped = getattr(dataset, "skipped", [])
-    if skipped:
-        print(f"e3relax evaluate: skipped {len(skipped)} bad record(s) of {args.data}; first: {skipped[0][0]}: "
-              f"{skipped[0][1]}", file=sys.stderr)
+    if summary["skipped_records"]:
+        print(f"e3relax evaluate: skipped {summary['skipped_records']} bad record(s) of {args.data} "
+              "(each is named in the log above)", file=sys.stderr)
     return 0 if summary["num_structures"] else 1
