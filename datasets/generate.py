@@ -129,7 +129,11 @@ RELAXERS: dict[str, Callable[[float, int], Callable[[Atoms], tuple[Atoms, dict]]
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(cfg: GenerateConfig) -> None:
+def _init_worker(cfg: GenerateConfig, parent: int | None = None) -> None:
+    from e3relax.datasets.worker import die_with_parent
+
+    if parent is not None:  # end with the process that owns the pool, as conversion workers do
+        die_with_parent(parent)
     os.environ["OMP_NUM_THREADS"] = "1"
     if cfg.relaxer == "chgnet" or "torch" in sys.modules:
         import torch
@@ -236,7 +240,7 @@ def _iter_results(cfg: GenerateConfig, todo: list[int], workers: int) -> Iterato
 
     os.environ["OMP_NUM_THREADS"] = "1"
     ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg, os.getpid())) as pool:
         yield from pool.imap_unordered(_run_item, todo)
 
 

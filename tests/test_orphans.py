@@ -88,3 +88,22 @@ def test_die_with_parent_uses_the_kernel_on_linux():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "pdeathsig", out.stderr
     assert callable(die_with_parent)
+
+
+def test_generator_workers_stop_when_the_generator_is_killed(tmp_path):
+    cmd = [sys.executable, "-m", "e3relax.cli.main", "data", "generate", "--n", "100000", "--relaxer", "emt",
+           "--out", str(tmp_path / "gen"), "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        workers = _workers(proc, 2)
+        time.sleep(1.0)  # both started relaxing
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        elapsed, alive = _wait_stopped(workers, timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for p in alive:
+        p.kill()
+    assert not alive, f"{len(alive)} generator worker(s) still running 10 s after the generator was killed"
+    assert elapsed < 2.0, f"generator workers took {elapsed:.1f} s to stop"
