@@ -1,8 +1,7 @@
 """The Dummy baseline: predicts the unrelaxed structure."""
 from __future__ import annotations
 
-from e3relax import keys
-from e3relax.model_base import RelaxModel, SymmetryLaws
+from e3relax.model_base import RelaxModel, prepare_inputs
 from e3relax.types import RelaxOutput
 from e3relax.registry import MODELS
 
@@ -18,7 +17,6 @@ class Dummy(RelaxModel):
         data -> RelaxOutput(pos=[pos_u [N, 3]], cell=[cell_u [B, 3, 3]])
     """
 
-    symmetry = SymmetryLaws(translation="cartesian", wrap="input_cell")
-
     def forward(self, data) -> RelaxOutput:
-        return RelaxOutput(pos=[data[keys.POS_U]], cell=[data[keys.CELL_U].reshape(-1, 3, 3)])
+        inp = prepare_inputs(data, geometry=False)
+        return RelaxOutput(pos=[inp.pos], cell=[inp.cell])

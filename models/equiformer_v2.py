@@ -10,14 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from e3relax import keys
-from e3relax.geometry import edge_vectors
-from e3relax.model_base import RelaxModel, SymmetryLaws
-from e3relax.nn.equiformer_v2.act import RMSNormSH
-from e3relax.nn.equiformer_v2.attention import EdgeDegreeEmbedding, EqV2Block, SO2GraphAttention
+from e3relax.model_base import RelaxModel, prepare_inputs
 from e3relax.nn.equiformer_v2.so3 import edge_wigner
-from e3relax.nn.radial import GaussianSmearing
-from e3relax.registry import HEADS, MODELS
+from e3relax.registry import BLOCKS, HEADS, MODELS
 from e3relax.types import RelaxOutput
 
 __all__ = ["EquiformerV2"]
@@ -47,7 +42,11 @@ class EquiformerV2(RelaxModel):
     separable S2 activation (measured 5.8e-9 absolute at a signal of 130, float64, res 18; it grows
     with the activation inputs' size and in float32); NOT reflection-equivariant (the SO(2) convolution's ``W_i`` terms are
     chiral, as in eSCN/EquiformerV2). The DeepRelax lattice head breaks rotation/reflection of the cell.
+    Each of these is declared by its block or head and composed into :meth:`laws`.
     """
+
+    measured_errors = {"rotation": "24 (cell; positions ~2e-14) at a signal of 12",
+                       "reflection": "16 at a signal of 12 (cell and positions)"}
 
     def __init__(
         self,
@@ -71,23 +70,23 @@ class EquiformerV2(RelaxModel):
         super().__init__()
         c = hidden_channels
         self.lmax = lmax
-        self.activation_name = activation if isinstance(activation, str) else activation.get("name")
-        self.lattice_head_name = lattice_head if isinstance(lattice_head, str) else lattice_head.get("name")
         self.embed = nn.Embedding(max_atomic_number, c)
-        self.rbf = GaussianSmearing(num_rbf, cutoff)
+        self.rbf = BLOCKS.build({"name": "gaussian_smearing", "num_rbf": num_rbf, "cutoff": cutoff})
         self.src_embed = nn.Embedding(max_atomic_number, edge_channels)
         self.tgt_embed = nn.Embedding(max_atomic_number, edge_channels)
         edge_in = num_rbf + 2 * edge_channels
-        self.edge_degree = EdgeDegreeEmbedding(c, lmax, edge_in, avg_degree, radial_hidden_channels=edge_channels)
-        self.blocks = nn.ModuleList(
-            EqV2Block(c, attn_hidden_channels, num_heads, alpha_channels, value_channels, ffn_hidden_channels,
-                      lmax, mmax, edge_in, activation, radial_hidden_channels=edge_channels)
-            for _ in range(num_layers)
-        )
-        self.norm = RMSNormSH(lmax, c)
-        self.displacement = SO2GraphAttention(c, attn_hidden_channels, num_heads, alpha_channels, value_channels,
-                                              1, lmax, mmax, edge_in, activation,
-                                              radial_hidden_channels=edge_channels)
+        self.edge_degree = BLOCKS.build({"name": "edge_degree_embedding", "channels": c, "lmax": lmax,
+                                         "edge_channels": edge_in, "avg_degree": avg_degree,
+                                         "radial_hidden_channels": edge_channels})
+        attention = {"num_heads": num_heads, "alpha_channels": alpha_channels, "value_channels": value_channels,
+                     "lmax": lmax, "mmax": mmax, "edge_channels": edge_in, "activation": activation,
+                     "radial_hidden_channels": edge_channels}
+        block = {"name": "eqv2_block", "channels": c, "attn_hidden_channels": attn_hidden_channels,
+                 "ffn_hidden_channels": ffn_hidden_channels, **attention}
+        self.blocks = nn.ModuleList(BLOCKS.build(block) for _ in range(num_layers))
+        self.norm = BLOCKS.build({"name": "rms_norm_sh", "lmax": lmax, "channels": c})
+        self.displacement = BLOCKS.build({"name": "so2_graph_attention", "channels": c,
+                                          "hidden_channels": attn_hidden_channels, "out_channels": 1, **attention})
         self.lattice = HEADS.build(lattice_head, hidden_channels=c)
 
     @classmethod
@@ -96,31 +95,17 @@ class EquiformerV2(RelaxModel):
                 "attn_hidden_channels": 8, "alpha_channels": 4, "value_channels": 4, "ffn_hidden_channels": 16,
                 "edge_channels": 8, "num_rbf": 8, "activation": "eqv2_gate_activation"}
 
-    def laws(self) -> SymmetryLaws:
-        broken: dict[str, str] = {
-            "reflection": "SO(2) convolution W_i terms are chiral (SE(3), not O(3)); measured max |pos err| "
-                          "5.8e-3 at a signal of 75 (test config, perturbed weights, float64)",
-        }
-        if self.lattice_head_name == "deeprelax_lattice":
-            broken["rotation"] = ("DeepRelax lattice head reads Cartesian cell numbers: measured max |cell err| "
-                                  "12 at a signal of 8.6 (test config, perturbed weights); positions exact (2e-14)")
-        return SymmetryLaws(rotation=True, reflection=False, broken=broken)
-
     def forward(self, data) -> RelaxOutput:
-        pos, cell, z = data[keys.POS_U], data[keys.CELL_U], data[keys.Z]
-        batch = getattr(data, keys.BATCH, None)
-        if batch is None:
-            batch = torch.zeros_like(z)
-        edge_index = data[keys.EDGE_INDEX]
-        vec, dist = edge_vectors(pos, cell, edge_index, data[keys.CELL_OFFSETS], batch)
-        wigner = edge_wigner(vec, self.lmax)
+        inp = prepare_inputs(data)
+        z, edge_index = inp.z, inp.edge_index
+        wigner = edge_wigner(inp.vec, self.lmax)
         j, i = edge_index[0], edge_index[1]
-        edge_attr = torch.cat([self.rbf(dist), self.src_embed(z[j]), self.tgt_embed(z[i])], dim=-1)
+        edge_attr = torch.cat([self.rbf(inp.dist), self.src_embed(z[j]), self.tgt_embed(z[i])], dim=-1)
         x = self.edge_degree(edge_attr, edge_index, wigner, z.shape[0])
         x = torch.cat([x[:, :1] + self.embed(z)[:, None, :], x[:, 1:]], dim=1)
         for block in self.blocks:
             x = block(x, edge_index, wigner, edge_attr)
         x = self.norm(x)
         delta = self.displacement(x, edge_index, wigner, edge_attr)[:, 1:4, 0]
-        cell_hat = self.lattice(x[:, 0], cell, batch, cell.shape[0])
-        return RelaxOutput(pos=[pos + delta], cell=[cell_hat], extras={})
+        cell_hat = self.lattice(x[:, 0], inp.cell, inp.batch, inp.num_graphs)
+        return RelaxOutput(pos=[inp.pos + delta], cell=[cell_hat], extras={})

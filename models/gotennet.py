@@ -6,15 +6,9 @@ from typing import Any
 from e3nn import o3
 from torch import nn
 
-from e3relax import keys
-from e3relax.geometry import edge_vectors
-from e3relax.model_base import RelaxModel, SymmetryLaws
-from e3relax.models.egnn import lattice_head_laws
+from e3relax.model_base import RelaxModel, prepare_inputs
 from e3relax.nn.embedding import NUM_ELEMENTS
-from e3relax.nn.gata import GeometryAwareTensorAttention, HierarchicalTensorRefinement
-from e3relax.nn.gotennet import EquivariantFeedForward, GotenEdgeInit, GotenNodeInit
-from e3relax.nn.radial import ExpNormRBF
-from e3relax.registry import HEADS, MODELS
+from e3relax.registry import BLOCKS, HEADS, MODELS
 from e3relax.types import RelaxOutput
 
 
@@ -36,7 +30,7 @@ class GotenNet(RelaxModel):
     The optional layer norms of the original (off in its configuration) are left out.
 
     Symmetry: positions exactly O(3)-, translation-, permutation- and wrap-equivariant (input cell);
-    the DeepRelax lattice head breaks rotation/reflection of the cell (declared in :meth:`laws`).
+    the DeepRelax lattice head breaks rotation/reflection of the cell (its own declaration).
 
     Args:
         hidden_channels: F (divisible by num_heads).
@@ -52,6 +46,8 @@ class GotenNet(RelaxModel):
         scale_edge: sqrt(n_i) scaling of the attention weights.
         displacement_head, lattice_head: specs in ``HEADS``.
     """
+
+    measured_errors = {"rotation": "20 A (cell; positions ~1e-15)", "reflection": "9.5 A (cell; positions ~1e-15)"}
 
     def __init__(
         self,
@@ -71,21 +67,19 @@ class GotenNet(RelaxModel):
     ) -> None:
         super().__init__()
         f = hidden_channels
-        self.lmax, self.lattice_spec = lmax, lattice_head
+        self.lmax = lmax
         self.irreps = o3.Irreps([(1, (l, (-1) ** l)) for l in range(1, lmax + 1)])
         self.embedding = nn.Embedding(NUM_ELEMENTS + 1, f)
-        self.rbf = ExpNormRBF(num_rbf, cutoff)
-        self.node_init = GotenNodeInit(f, num_rbf, cutoff)
-        self.edge_init = GotenEdgeInit(f, num_rbf)
-        self.gata = nn.ModuleList(
-            GeometryAwareTensorAttention(f, num_heads, lmax, cutoff, attn_dropout, scale_edge, degree_wise)
-            for _ in range(num_layers)
-        )
-        self.htr = nn.ModuleList(
-            HierarchicalTensorRefinement(f, lmax, rejection=vector_rejection)
-            for _ in range(num_layers - 1 if edge_updates else 0)
-        )
-        self.eqff = nn.ModuleList(EquivariantFeedForward(f) for _ in range(num_layers))
+        self.rbf = BLOCKS.build({"name": "expnorm_rbf", "num_rbf": num_rbf, "cutoff": cutoff})
+        self.node_init = BLOCKS.build({"name": "goten_node_init", "hidden_channels": f, "num_rbf": num_rbf,
+                                       "cutoff": cutoff})
+        self.edge_init = BLOCKS.build({"name": "goten_edge_init", "hidden_channels": f, "num_rbf": num_rbf})
+        gata = {"name": "gata", "hidden_channels": f, "num_heads": num_heads, "lmax": lmax, "cutoff": cutoff,
+                "attn_dropout": attn_dropout, "scale_edge": scale_edge, "degree_wise": degree_wise}
+        self.gata = nn.ModuleList(BLOCKS.build(gata) for _ in range(num_layers))
+        htr = {"name": "htr", "hidden_channels": f, "lmax": lmax, "rejection": vector_rejection}
+        self.htr = nn.ModuleList(BLOCKS.build(htr) for _ in range(num_layers - 1 if edge_updates else 0))
+        self.eqff = nn.ModuleList(BLOCKS.build({"name": "eqff", "hidden_channels": f}) for _ in range(num_layers))
         self.displacement_head = HEADS.build(displacement_head, hidden_channels=f)
         self.lattice_head = HEADS.build(lattice_head, hidden_channels=f)
 
@@ -93,16 +87,11 @@ class GotenNet(RelaxModel):
     def test_config(cls) -> dict:
         return {"hidden_channels": 8, "num_layers": 2, "num_rbf": 8, "num_heads": 2, "attn_dropout": 0.0}
 
-    def laws(self) -> SymmetryLaws:
-        return lattice_head_laws(self.lattice_spec, {"rotation": "20 A", "reflection": "9.5 A"})
-
     def forward(self, data) -> RelaxOutput:
-        pos, cell_u = data[keys.POS_U], data[keys.CELL_U]
-        edge_index, batch = data[keys.EDGE_INDEX], data.batch
-        vec, dist = edge_vectors(pos, cell_u, edge_index, data[keys.CELL_OFFSETS], batch)
-        rsh = o3.spherical_harmonics(self.irreps, vec, normalize=True, normalization="norm")
+        inp = prepare_inputs(data)
+        edge_index, dist, z = inp.edge_index, inp.dist, inp.z
+        rsh = o3.spherical_harmonics(self.irreps, inp.vec, normalize=True, normalization="norm")
         rbf = self.rbf(dist)
-        z = data[keys.Z]
         h = self.node_init(self.embedding(z), z, rbf, dist, edge_index)
         t = self.edge_init(h, rbf, edge_index)
         X = h.new_zeros(h.shape[0], rsh.shape[1], h.shape[1])
@@ -112,5 +101,5 @@ class GotenNet(RelaxModel):
                 t = self.htr[k](X, t, rsh, edge_index)
             h, X = eqff(h, X)
         delta = self.displacement_head(h, X[:, :3, :])
-        cell = self.lattice_head(h, cell_u, batch, cell_u.shape[0])
-        return RelaxOutput(pos=[pos + delta], cell=[cell])
+        cell = self.lattice_head(h, inp.cell, inp.batch, inp.num_graphs)
+        return RelaxOutput(pos=[inp.pos + delta], cell=[cell])

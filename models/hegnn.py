@@ -5,14 +5,9 @@ from typing import Any, Optional
 
 from torch import nn
 
-from e3relax import keys
-from e3relax.geometry import edge_vectors
-from e3relax.model_base import RelaxModel, SymmetryLaws
-from e3relax.models.egnn import lattice_head_laws, layer_cells
+from e3relax.model_base import RelaxModel, prepare_inputs
 from e3relax.nn.embedding import NUM_ELEMENTS
-from e3relax.nn.egnn import InitialEdgeAttributes
-from e3relax.nn.hegnn import HEGNNLayer, SteerableInit
-from e3relax.registry import HEADS, MODELS
+from e3relax.registry import BLOCKS, HEADS, MODELS
 from e3relax.types import RelaxOutput
 
 
@@ -33,7 +28,7 @@ class HEGNN(RelaxModel):
     type. Every layer emits positions; the cell comes from the shared lattice head on each layer's h.
 
     Symmetry: positions exactly O(3)-, translation-, permutation- and wrap-equivariant; the
-    DeepRelax lattice head breaks rotation/reflection of the cell (declared in :meth:`laws`).
+    DeepRelax lattice head breaks rotation/reflection of the cell (its own declaration).
 
     Args:
         hidden_channels: F.
@@ -46,6 +41,8 @@ class HEGNN(RelaxModel):
         lattice_head: spec of a lattice head in ``HEADS``.
         cell_every_layer: apply the lattice head to every layer's features.
     """
+
+    measured_errors = {"rotation": "6.5 A (cell; positions ~1e-15)", "reflection": "4.1 A (cell; positions ~1e-15)"}
 
     def __init__(
         self,
@@ -61,14 +58,15 @@ class HEGNN(RelaxModel):
     ) -> None:
         super().__init__()
         f = hidden_channels
-        self.lattice_spec, self.cell_every_layer = lattice_head, cell_every_layer
+        self.cell_every_layer = cell_every_layer
         self.embedding = nn.Embedding(NUM_ELEMENTS + 1, f)
-        self.edge_attr = InitialEdgeAttributes(edge_basis, edge_type_channels=4 if edge_type_embedding else 0)
+        self.edge_attr = BLOCKS.build({"name": "initial_edge_attributes", "basis": edge_basis,
+                                       "edge_type_channels": 4 if edge_type_embedding else 0})
         c = self.edge_attr.num_channels
-        self.sh_init = SteerableInit(f, lmax, c)
-        self.layers = nn.ModuleList(
-            HEGNNLayer(f, lmax, c, normalize=normalize, coord_init_gain=coord_init_gain) for _ in range(num_layers)
-        )
+        self.sh_init = BLOCKS.build({"name": "hegnn_init", "hidden_channels": f, "lmax": lmax, "edge_channels": c})
+        layer = {"name": "hegnn_layer", "hidden_channels": f, "lmax": lmax, "edge_channels": c,
+                 "normalize": normalize, "coord_init_gain": coord_init_gain}
+        self.layers = nn.ModuleList(BLOCKS.build(layer) for _ in range(num_layers))
         self.lattice_head = HEADS.build(lattice_head, hidden_channels=f)
 
     @classmethod
@@ -76,21 +74,18 @@ class HEGNN(RelaxModel):
         return {"hidden_channels": 16, "num_layers": 2, "lmax": 2,
                 "edge_basis": {"name": "expnorm_rbf", "num_rbf": 8, "cutoff": 6.0}}
 
-    def laws(self) -> SymmetryLaws:
-        return lattice_head_laws(self.lattice_spec, {"rotation": "6.5 A", "reflection": "4.1 A"})
-
     def forward(self, data) -> RelaxOutput:
-        pos, cell_u = data[keys.POS_U], data[keys.CELL_U]
-        edge_index, offsets, batch = data[keys.EDGE_INDEX], data[keys.CELL_OFFSETS], data.batch
-        h = self.embedding(data[keys.Z])
-        vec, dist = edge_vectors(pos, cell_u, edge_index, offsets, batch)
-        edge_attr = self.edge_attr(dist, data[keys.EDGE_TYPE])
-        chi = self.sh_init(h, vec, edge_index, edge_attr)
+        inp = prepare_inputs(data)
+        pos, vec = inp.pos, inp.vec
+        h = self.embedding(inp.z)
+        edge_attr = self.edge_attr(inp.dist, inp.edge_type)
+        chi = self.sh_init(h, vec, inp.edge_index, edge_attr)
         positions, feats = [], []
         for k, layer in enumerate(self.layers):
             if k > 0:
-                vec, _ = edge_vectors(pos, cell_u, edge_index, offsets, batch)
-            h, pos, chi = layer(h, pos, chi, vec, edge_index, edge_attr)
+                vec, _ = inp.edge_vectors(pos)
+            h, pos, chi = layer(h, pos, chi, vec, inp.edge_index, edge_attr)
             positions.append(pos)
             feats.append(h)
-        return RelaxOutput(pos=positions, cell=layer_cells(self.lattice_head, feats, data, self.cell_every_layer))
+        cells = self.lattice_head.per_layer(feats, inp.cell, inp.batch, inp.num_graphs, self.cell_every_layer)
+        return RelaxOutput(pos=positions, cell=cells)

@@ -14,30 +14,24 @@ Example (the E3Relax layer written as a stack)::
               position_update, lattice_node_update, {name: lattice_update, affine_positions: true}]
 
 Every block is built with ``BLOCKS.build(spec, hidden_channels=..., num_rbf=...)`` and must have a
-``step(state: LayerState)`` method that updates the state in place.
+``step(state: LayerState)`` method that updates the state in place. Blocks declare the state fields
+they read and write; the stack checks when it is built that each block's inputs are written by an
+earlier one. Its symmetry laws are composed from its blocks' and head's declarations.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
-from e3relax import keys
 from e3relax.geometry import edge_vectors, to_cartesian, to_fractional
-from e3relax.model_base import RelaxModel, SymmetryLaws
-from e3relax.nn.common import LayerState, kernel
-from e3relax.nn.lattice import LatticeAtomInteraction, LatticeUpdate
+from e3relax.model_base import RelaxModel, prepare_inputs
+from e3relax.nn.common import PROVIDED_FIELDS, LayerState, kernel
+from e3relax.nn.lattice import ATOMS_RIDE_CELL, CELL_MOVES_ATOMS_STAY
 from e3relax.registry import BLOCKS, HEADS, MODELS
 from e3relax.types import RelaxOutput
-
-#: Strain residual of Cartesian-displacement models whose cell changes (spec 5, FIX1+FIX2 column).
-#: Registered cell heads whose output rotates with the input cell (others are treated as not equivariant
-#: unless they set a ``rotation_equivariant = True`` class attribute).
-EQUIVARIANT_HEADS = {"equivariant_lattice"}
-WRAP_STRAIN_NOTE = ("wrap is exact only for a fixed cell; a changing cell leaves a strain residual "
-                    "(measured 1.3e-2 on the test fixtures, output change 7.9e-2)")
-
 
 @kernel
 def _edge_geometry(pos, cell, edge_index, cell_offsets, batch):
@@ -46,38 +40,36 @@ def _edge_geometry(pos, cell, edge_index, cell_offsets, batch):
     return -vec / dist[:, None], dist
 
 
-def derive_laws(blocks: Sequence[nn.Module], cell_head: Optional[nn.Module], affine: bool) -> SymmetryLaws:
-    """The symmetry laws implied by a stack's blocks (see :class:`~e3relax.model_base.SymmetryLaws`)."""
-    broken: dict[str, str] = {}
-    updates = [b for b in blocks if isinstance(b, LatticeUpdate)]
-    modes = {b.geometry_mode for b in blocks if isinstance(b, LatticeAtomInteraction)}
-    rotation = not any(b.transpose for b in updates)
-    if not rotation:
-        broken["rotation"] = broken["reflection"] = "lattice update added as columns (transposed)"
-    head_ok = cell_head is None or getattr(
-        cell_head, "rotation_equivariant", getattr(type(cell_head), "registry_name", "") in EQUIVARIANT_HEADS)
-    if not head_ok:
-        rotation = False
-        broken.setdefault("rotation", "cell head reads Cartesian cell components")
-        broken.setdefault("reflection", broken["rotation"])
-    cell_changes = bool(updates) or cell_head is not None
-    affine = affine or any(b.affine_positions for b in updates)
-    translation, wrap = "cartesian", "input_cell"
-    if "tip_absolute" in modes:
-        translation, wrap = "none", "none"
-        broken["translation"] = broken["wrap"] = "lattice-atom geometry uses absolute positions"
-    else:
-        if affine:
-            translation = "fractional"
-        if "centroid" in modes:
-            wrap = "none"
-            broken["wrap"] = "centroid lattice-atom geometry depends on the stored image of each atom (measured 9.4e-1)"
-        elif affine:
-            wrap = "predicted_cell"
-        elif cell_changes:
-            wrap = "none"
-            broken["wrap"] = WRAP_STRAIN_NOTE
-    return SymmetryLaws(rotation=rotation, reflection=rotation, translation=translation, wrap=wrap, broken=broken)
+def check_state_fields(stages: Sequence[tuple[str, nn.Module]]) -> None:
+    """Fail unless every block reads only :class:`LayerState` fields written before it.
+
+    Blocks declare ``reads`` / ``writes`` (:class:`~e3relax.nn.common.Block`); a block with
+    ``reads = None`` (undeclared, e.g. a user's plain module) is not checked.
+
+    Args:
+        stages: ``(where, block)`` in the order the stack runs them.
+
+    Raises:
+        ValueError: naming the block, the missing fields and the registered blocks that write them.
+    """
+    known = {f.name for f in dataclasses.fields(LayerState)}
+    available = set(PROVIDED_FIELDS)
+    for where, block in stages:
+        reads = getattr(block, "reads", None)
+        for decl in (reads or ()), getattr(block, "writes", ()):
+            unknown = sorted(set(decl) - known)
+            if unknown:
+                raise ValueError(f"relax_net: {where} ({type(block).__name__}) declares unknown LayerState "
+                                 f"field(s) {', '.join(unknown)}; fields: {', '.join(sorted(known))}")
+        missing = [f for f in (reads or ()) if f not in available]
+        if missing:
+            writers = sorted(n for n in BLOCKS.names() if set(missing) & set(getattr(BLOCKS.get(n), "writes", ())))
+            raise ValueError(
+                f"relax_net: {where} ({type(block).__name__}) reads {', '.join(missing)}, which no earlier "
+                f"block writes. Add a block that writes them before it (registered: {', '.join(writers) or 'none'}; "
+                f"lattice-node fields y, ybar come from lattice_embedding: lattice_node_embedding) or remove it."
+            )
+        available |= set(getattr(block, "writes", ()))
 
 
 @MODELS.register("relax_net")
@@ -102,13 +94,17 @@ class RelaxNet(RelaxModel):
             ``head(s [N, F], cell_u [B, 3, 3], batch [N], num_graphs) -> cell [B, 3, 3]``.
         refine: ``"all"`` (progressive refinement, output every layer) or ``"last"`` (positions and
             cell updated only in the last layer, a single output).
-        self_image_edges: keep edges of type ``keys.EDGE_SELF_IMAGE``; False drops them at run time.
+        self_image_edges: False drops, at run time, every edge from an atom to its own periodic
+            image (the self-image edges and any radius edge ``i -> i + k L``).
         affine_head_positions: carry atoms with the cell head's strain (``r <- r L^-1 L_new``).
 
     Shapes:
         data: Batch with pos_u [N, 3], cell_u [B, 3, 3], z [N], edge_index [2, E], cell_offsets [E, 3],
         edge_type [E], batch [N] -> RelaxOutput(pos T x [N, 3], cell T x [B, 3, 3])
     """
+
+    #: how atoms follow the cell head's cell (``head_carries_atoms``: None without a cell head)
+    symmetry_options = {"head_carries_atoms": {True: ATOMS_RIDE_CELL, False: CELL_MOVES_ATOMS_STAY}}
 
     def __init__(
         self,
@@ -146,10 +142,16 @@ class RelaxNet(RelaxModel):
         self.refine = refine
         self.self_image_edges = self_image_edges
         self.affine_head_positions = affine_head_positions
+        self.head_carries_atoms = None if self.cell_head is None else bool(affine_head_positions)
+        stages = [("embedding", self.embedding)]
+        if self.lattice_embedding is not None:
+            stages.append(("lattice_embedding", self.lattice_embedding))
         for t, blocks in enumerate(self.layers):
-            for b in blocks:
+            for k, b in enumerate(blocks):
                 if not hasattr(b, "step"):
                     raise ValueError(f"relax_net: block {type(b).__name__} in layer {t} has no step(state) method")
+                stages.append((f"layer {t} block {k} '{getattr(b, 'registry_name', type(b).__name__)}'", b))
+        check_state_fields(stages)
 
     @classmethod
     def test_config(cls) -> dict:
@@ -159,25 +161,11 @@ class RelaxNet(RelaxModel):
                       "position_update", "lattice_node_update", {"name": "lattice_update", "affine_positions": True}],
         }
 
-    def laws(self) -> SymmetryLaws:
-        blocks = [b for layer in self.layers for b in layer]
-        return derive_laws(blocks, self.cell_head, self.affine_head_positions)
-
-    def _edges(self, data) -> tuple[torch.Tensor, torch.Tensor]:
-        edge_index, offsets = data[keys.EDGE_INDEX], data[keys.CELL_OFFSETS]
-        if not self.self_image_edges:
-            keep = data[keys.EDGE_TYPE] != keys.EDGE_SELF_IMAGE
-            edge_index, offsets = edge_index[:, keep], offsets[keep]
-        return edge_index, offsets
-
     def initial_state(self, data) -> LayerState:
-        pos_u, cell_u = data[keys.POS_U], data[keys.CELL_U].reshape(-1, 3, 3)
-        batch = data.batch if getattr(data, "batch", None) is not None else torch.zeros(
-            pos_u.shape[0], dtype=torch.long, device=pos_u.device)
-        edge_index, offsets = self._edges(data)
+        inp = prepare_inputs(data, self_image_edges=self.self_image_edges, geometry=False)
         state = LayerState(
-            pos=pos_u, cell=cell_u, pos_u=pos_u, cell_u=cell_u, batch=batch, num_graphs=cell_u.shape[0],
-            z=data[keys.Z].long(), edge_index=edge_index, cell_offsets=offsets, radial=self.radial,
+            pos=inp.pos, cell=inp.cell, pos_u=inp.pos, cell_u=inp.cell, batch=inp.batch, num_graphs=inp.num_graphs,
+            z=inp.z, edge_index=inp.edge_index, cell_offsets=inp.cell_offsets, radial=self.radial,
         )
         self.embedding.step(state)
         if self.lattice_embedding is not None:

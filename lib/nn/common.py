@@ -8,10 +8,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import torch
 from torch import nn
+
+from e3relax.model_base import SymmetryLaws
+
+
+class Block(nn.Module):
+    """Base class of every registered block and head.
+
+    Class-level declarations (read by :meth:`e3relax.model_base.RelaxModel.laws` and by
+    :class:`~e3relax.models.relax_net.RelaxNet` when it is built):
+
+    * ``symmetry``: the :class:`~e3relax.model_base.SymmetryLaws` the block keeps or breaks
+      (default: keeps every law);
+    * ``symmetry_options``: ``{attribute: {value: SymmetryLaws}}`` for options that change it;
+    * ``reads`` / ``writes``: the :class:`LayerState` fields its ``step(state)`` reads and writes
+      (``reads = None``: not a stack block, or not declared, so not checked).
+    """
+
+    symmetry: ClassVar[SymmetryLaws] = SymmetryLaws()
+    symmetry_options: ClassVar[dict[str, dict[Any, SymmetryLaws]]] = {}
+    reads: ClassVar[Optional[tuple[str, ...]]] = None
+    writes: ClassVar[tuple[str, ...]] = ()
 
 
 _KERNELS: dict[str, Callable] = {}
@@ -189,3 +210,9 @@ class LayerState:
     edge_unit: Optional[torch.Tensor] = None
     refine: bool = True
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+#: LayerState fields a stack provides before any block runs (edge geometry is set at the start of
+#: every layer, before its blocks)
+PROVIDED_FIELDS = ("pos", "cell", "pos_u", "cell_u", "batch", "num_graphs", "z", "edge_index", "cell_offsets",
+                   "radial", "refine", "extras", "edge_rbf", "edge_unit")

@@ -18,14 +18,14 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
-from e3relax.nn.common import mlp
+from e3relax.nn.common import Block, mlp
 from e3relax.registry import BLOCKS
 
 __all__ = ["EquivariantGraphConv", "InitialEdgeAttributes"]
 
 
 @BLOCKS.register("initial_edge_attributes")
-class InitialEdgeAttributes(nn.Module):
+class InitialEdgeAttributes(Block):
     """Invariant edge attributes ``a_ij``: a radial basis of the initial edge length and a learned
     embedding of the edge type (radius neighbour / self-image), concatenated.
 
@@ -56,7 +56,7 @@ class InitialEdgeAttributes(nn.Module):
 
 
 @BLOCKS.register("egnn_layer", aliases=("e_gcl",))
-class EquivariantGraphConv(nn.Module):
+class EquivariantGraphConv(Block):
     """One EGNN layer (``E_GCL``), updating invariant features and Cartesian coordinates.
 
     Paper: Satorras, Hoogeboom, Welling, "E(n) Equivariant Graph Neural Networks", ICML 2021,

@@ -6,14 +6,14 @@ import math
 import torch
 from torch import nn
 
-from e3relax.nn.common import LayerState
+from e3relax.nn.common import Block, LayerState
 from e3relax.registry import BLOCKS
 
 NUM_ELEMENTS = 118
 
 
 @BLOCKS.register("atom_embedding")
-class AtomEmbedding(nn.Module):
+class AtomEmbedding(Block):
     """Atom scalar features from the atomic number; vector features start at zero (paper Appendix A).
 
     ``x_i^(0) = E[Z_i]`` with ``E`` a ``(num_elements + 1) x F`` table indexed by Z directly
@@ -23,6 +23,9 @@ class AtomEmbedding(nn.Module):
     Shapes:
         z: [N] long -> s: [N, F], v: [N, 3, F]
     """
+
+    reads = ("z",)
+    writes = ("s", "v")
 
     def __init__(self, hidden_channels: int, num_elements: int = NUM_ELEMENTS) -> None:
         super().__init__()
@@ -45,7 +48,7 @@ class AtomEmbedding(nn.Module):
 
 
 @BLOCKS.register("lattice_node_embedding")
-class LatticeNodeEmbedding(nn.Module):
+class LatticeNodeEmbedding(Block):
     """Three lattice nodes per structure, one learned scalar vector per lattice direction c (Appendix A).
 
     ``y_c^(0) = e_c`` (one row per c of a ``[3, F]`` table, N(0, 1) as the reference's three
@@ -54,6 +57,9 @@ class LatticeNodeEmbedding(nn.Module):
     Shapes:
         num_graphs B -> y: [B, 3, F], ybar: [B, 3, 3, F]
     """
+
+    reads = ("num_graphs", "pos")
+    writes = ("y", "ybar")
 
     def __init__(self, hidden_channels: int) -> None:
         super().__init__()

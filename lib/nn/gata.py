@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter, softmax
 
-from e3relax.nn.common import mlp, xavier_
+from e3relax.nn.common import Block, mlp, xavier_
 from e3relax.nn.gotennet import degree_index
 from e3relax.nn.radial import cosine_cutoff
 from e3relax.registry import BLOCKS
@@ -29,7 +29,7 @@ def _linear(f_in: int, f_out: int, bias: bool = True) -> nn.Linear:
 
 
 @BLOCKS.register("gata", aliases=("geometry_aware_tensor_attention",))
-class GeometryAwareTensorAttention(nn.Module):
+class GeometryAwareTensorAttention(Block):
     """GATA: multi-head attention whose logits are modulated by the edge scalars, producing invariant
     and steerable messages (GotenNet paper Eq. 4-7; ``GATA.message``).
 
@@ -123,7 +123,7 @@ class GeometryAwareTensorAttention(nn.Module):
 
 
 @BLOCKS.register("htr", aliases=("hierarchical_tensor_refinement",))
-class HierarchicalTensorRefinement(nn.Module):
+class HierarchicalTensorRefinement(Block):
     """HTR: update the edge scalars from degree-wise inner products of steerable features
     (GotenNet paper Eq. 8-9; ``GATA.edge_update``).
 

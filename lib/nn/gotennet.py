@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
-from e3relax.nn.common import mlp
+from e3relax.nn.common import Block, mlp
 from e3relax.nn.radial import cosine_cutoff
 from e3relax.registry import BLOCKS
 
@@ -27,7 +27,7 @@ def degree_index(lmax: int, start: int = 1) -> torch.Tensor:
 
 
 @BLOCKS.register("goten_node_init")
-class GotenNodeInit(nn.Module):
+class GotenNodeInit(Block):
     """GotenNet node initialisation (paper Eq. 1-2; ``NodeInit``).
 
     ``m_i = sum_j A_nbr(z_j) * (W_ndp phi(r_ij)) f_cut(r_ij)``,
@@ -64,7 +64,7 @@ class GotenNodeInit(nn.Module):
 
 
 @BLOCKS.register("goten_edge_init")
-class GotenEdgeInit(nn.Module):
+class GotenEdgeInit(Block):
     """GotenNet edge initialisation (paper Eq. 3; ``EdgeInit``): ``t_ij = (h_i + h_j) * W_erp phi(r_ij)``.
 
     Shapes:
@@ -82,7 +82,7 @@ class GotenEdgeInit(nn.Module):
 
 
 @BLOCKS.register("eqff", aliases=("equivariant_feed_forward",))
-class EquivariantFeedForward(nn.Module):
+class EquivariantFeedForward(Block):
     """GotenNet equivariant feed-forward EQFF (paper Sec. 3.4; ``EQFF``).
 
     ``X' = X W_vu``; ``[m1, m2] = gamma_m([h || sqrt(sum_S X'^2 + eps)])``;

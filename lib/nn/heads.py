@@ -1,4 +1,11 @@
-"""Output heads shared by the baselines: a gated-equivariant displacement head and two lattice heads.
+"""Output heads: one base class per kind, with a fixed forward signature, and the shared heads.
+
+Kinds (base classes):
+
+* :class:`DisplacementHead`: ``forward(s [N, F], v [N, 3, F]) -> delta [N, 3]``; the model adds
+  ``delta`` to the unrelaxed positions (paper Appendix C: a force head repurposed).
+* :class:`LatticeHead`: ``forward(s [N, F], cell_u [B, 3, 3], batch [N], num_graphs) -> cell [B, 3, 3]``;
+  :meth:`LatticeHead.per_layer` applies it to every layer's features.
 
 Registered in :data:`e3relax.registry.HEADS`:
 
@@ -11,21 +18,62 @@ Registered in :data:`e3relax.registry.HEADS`:
 * ``equivariant_lattice``: ``L_hat = (I + M) L_u`` with ``M`` an MLP of rotation-invariant inputs
   (pooled features and the Gram matrix ``L_u L_u^T``), hence exactly O(3)-equivariant.
 
-Forward signatures:
-    displacement head: ``forward(x [N, F], v [N, 3, F]) -> [N, 3]``
-    lattice heads: ``forward(x [N, F], cell_u [B, 3, 3], batch [N], num_graphs: int | None) -> [B, 3, 3]``
+Both lattice heads share one body (:class:`PooledLatticeHead`): sum pooling, an embedding of a
+9-number cell descriptor, an output MLP to 9 numbers; they differ in the descriptor and in how the
+9 numbers change the cell.
 """
 from __future__ import annotations
+
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
-from e3relax.nn.common import ScaledSiLU, mlp, xavier_
+from e3relax.model_base import SymmetryLaws
+from e3relax.nn.common import Block, ScaledSiLU, mlp, xavier_
 from e3relax.registry import HEADS
 
-__all__ = ["GatedEquivariantBlock", "GatedDisplacementHead", "DeepRelaxLatticeHead",
-           "EquivariantLatticeHead"]
+__all__ = ["DisplacementHead", "LatticeHead", "PooledLatticeHead", "GatedEquivariantBlock",
+           "GatedDisplacementHead", "DeepRelaxLatticeHead", "EquivariantLatticeHead"]
+
+#: why the DeepRelax lattice head breaks rotation and reflection
+CARTESIAN_CELL = ("the DeepRelax lattice head reads and writes Cartesian cell components, so the predicted "
+                  "cell does not rotate or reflect with the input")
+
+
+class DisplacementHead(Block):
+    """Base class of displacement heads: per-atom displacement from scalar and vector features.
+
+    Shapes:
+        s: [N, F], v: [N, 3, F]  ->  delta: [N, 3]
+    """
+
+    def forward(self, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class LatticeHead(Block):
+    """Base class of lattice heads: the predicted cell from atom features and the input cell.
+
+    Shapes:
+        s: [N, F], cell_u: [B, 3, 3], batch: [N], num_graphs: B  ->  cell: [B, 3, 3]
+    """
+
+    def forward(self, s: torch.Tensor, cell_u: torch.Tensor, batch: torch.Tensor,
+                num_graphs: int) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def per_layer(self, feats: Sequence[torch.Tensor], cell_u: torch.Tensor, batch: torch.Tensor,
+                  num_graphs: int, every_layer: bool = True) -> list[torch.Tensor]:
+        """Cells for each layer's features, or from the last layer's only, repeated (``every_layer=False``).
+
+        Shapes:
+            feats: T x [N, F] -> T x [B, 3, 3]
+        """
+        if every_layer:
+            return [self(x, cell_u, batch, num_graphs) for x in feats]
+        return [self(feats[-1], cell_u, batch, num_graphs)] * len(feats)
 
 
 class GatedEquivariantBlock(nn.Module):
@@ -66,7 +114,7 @@ class GatedEquivariantBlock(nn.Module):
 
 
 @HEADS.register("gated_displacement")
-class GatedDisplacementHead(nn.Module):
+class GatedDisplacementHead(DisplacementHead):
     """Displacement head: two gated-equivariant blocks F -> F/2 -> 1 (OCP ``PaiNNOutput``).
 
     Paper Appendix C: the force head of a force-field model predicts ``Delta r_i`` and
@@ -92,23 +140,15 @@ class GatedDisplacementHead(nn.Module):
         return v[..., 0]
 
 
-def _pool(x: torch.Tensor, proj: nn.Linear, batch: torch.Tensor, num_graphs: int | None) -> torch.Tensor:
-    """``g = sum_i ScaledSiLU(W_a x_i + b)`` per structure. Shapes: [N, F] -> [B, F]."""
-    size = int(batch.max()) + 1 if num_graphs is None else num_graphs
-    return scatter(ScaledSiLU.fn(proj(x)), batch, dim=0, dim_size=size, reduce="sum")
+class PooledLatticeHead(LatticeHead):
+    """Shared body of the lattice heads::
 
+        g = sum_i ScaledSiLU(W_a x_i + b)                 (sum pooling)
+        c = MLP_c(descriptor(L_u))                        9 -> F -> F (activation after each layer)
+        m = reshape(MLP_o([g || c]), 3, 3)                 2F -> F -> F -> 9
+        L_hat = update(L_u, m)
 
-@HEADS.register("deeprelax_lattice")
-class DeepRelaxLatticeHead(nn.Module):
-    """DeepRelax lattice head (Yang et al., DeepRelax 2024; reused for every baseline, E3Relax App. C).
-
-    ::
-
-        g = sum_i ScaledSiLU(W_a x_i + b)                     (sum pooling)
-        c = MLP_c(vec(L_u))        9 -> F -> F (activation after each layer; row-major flatten)
-        L_hat = L_u + reshape(MLP_o([g || c]), 3, 3)          MLP_o: 2F -> F -> F -> 9
-
-    Not rotation- or reflection-equivariant: it reads and writes Cartesian cell components.
+    Subclasses define :meth:`descriptor` and :meth:`update`. Xavier-uniform weights, zero biases.
 
     Args:
         hidden_channels: F.
@@ -125,26 +165,62 @@ class DeepRelaxLatticeHead(nn.Module):
         self.out = mlp([2 * f, f, f, 9], act_last=False)
         xavier_(self)
 
-    def forward(
-        self, x: torch.Tensor, cell_u: torch.Tensor, batch: torch.Tensor, num_graphs: int | None = None
-    ) -> torch.Tensor:
-        g = _pool(x, self.pool_proj, batch, num_graphs if num_graphs is not None else cell_u.shape[0])
-        c = self.cell_embed(cell_u.reshape(-1, 9))
-        return cell_u + self.out(torch.cat([g, c], dim=-1)).reshape(-1, 3, 3)
+    def descriptor(self, cell_u: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """9 numbers per structure describing the input cell. Shapes: [B, 3, 3] -> [B, 9]."""
+        raise NotImplementedError
+
+    def update(self, cell_u: torch.Tensor, m: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """The predicted cell from the input cell and the decoded 3x3. Shapes: [B, 3, 3] x 2 -> [B, 3, 3]."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, cell_u: torch.Tensor, batch: torch.Tensor,
+                num_graphs: Optional[int] = None) -> torch.Tensor:
+        size = cell_u.shape[0] if num_graphs is None else num_graphs
+        g = scatter(ScaledSiLU.fn(self.pool_proj(x)), batch, dim=0, dim_size=size, reduce="sum")
+        m = self.out(torch.cat([g, self.cell_embed(self.descriptor(cell_u))], dim=-1)).reshape(-1, 3, 3)
+        return self.update(cell_u, m)
+
+
+@HEADS.register("deeprelax_lattice")
+class DeepRelaxLatticeHead(PooledLatticeHead):
+    """DeepRelax lattice head (Yang et al., DeepRelax 2024; reused for every baseline, E3Relax App. C).
+
+    ::
+
+        descriptor = vec(L_u)   (row-major flatten of the Cartesian cell)
+        L_hat = L_u + m
+
+    Not rotation- or reflection-equivariant: it reads and writes Cartesian cell components.
+
+    Args:
+        hidden_channels: F.
+
+    Shapes:
+        x: [N, F], cell_u: [B, 3, 3], batch: [N]  ->  cell: [B, 3, 3]
+    """
+
+    symmetry = SymmetryLaws(rotation=False, reflection=False,
+                            broken={"rotation": CARTESIAN_CELL, "reflection": CARTESIAN_CELL})
+
+    def descriptor(self, cell_u: torch.Tensor) -> torch.Tensor:
+        return cell_u.reshape(-1, 9)
+
+    def update(self, cell_u: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return cell_u + m
 
 
 @HEADS.register("equivariant_lattice")
-class EquivariantLatticeHead(nn.Module):
+class EquivariantLatticeHead(PooledLatticeHead):
     """O(3)-equivariant lattice head: ``L_hat = (I + M) L_u``.
 
     Paper: the equivariant replacement of the DeepRelax lattice head of E3Relax Appendix C
     (e3relax-spec §2.3, "equivariant alternative").
 
-    ``M = reshape(MLP([g || vec(L_u L_u^T) / gram_scale]), 3, 3)``, with ``g`` the sum-pooled
-    invariant atom features. Under ``L_u -> L_u R^T`` the Gram matrix and ``g`` are unchanged, so
-    ``L_hat -> L_hat R^T`` exactly, for proper and improper R. ``M`` mixes lattice vectors
-    (rows), i.e. it acts in the lattice basis; ``symmetric=True`` uses ``(M + M^T)/2``.
-    It is not invariant to the choice of cell (GL(3, Z)), like the DeepRelax head.
+    ``descriptor = vec(L_u L_u^T) / gram_scale`` (the Gram matrix), ``L_hat = L_u + M L_u`` with
+    ``M = m`` (or ``(m + m^T)/2`` with ``symmetric``). Under ``L_u -> L_u R^T`` the Gram matrix and
+    the pooled ``g`` are unchanged, so ``L_hat -> L_hat R^T`` exactly, for proper and improper R.
+    ``M`` mixes lattice vectors (rows), i.e. it acts in the lattice basis. It is not invariant to
+    the choice of cell (GL(3, Z)), like the DeepRelax head.
 
     Args:
         hidden_channels: F.
@@ -156,22 +232,14 @@ class EquivariantLatticeHead(nn.Module):
     """
 
     def __init__(self, hidden_channels: int, gram_scale: float = 25.0, symmetric: bool = False) -> None:
-        super().__init__()
-        f = hidden_channels
+        super().__init__(hidden_channels)
         self.gram_scale = float(gram_scale)
         self.symmetric = bool(symmetric)
-        self.pool_proj = nn.Linear(f, f)
-        self.cell_embed = mlp([9, f, f], act_last=True)
-        self.out = mlp([2 * f, f, f, 9], act_last=False)
-        xavier_(self)
 
-    def forward(
-        self, x: torch.Tensor, cell_u: torch.Tensor, batch: torch.Tensor, num_graphs: int | None = None
-    ) -> torch.Tensor:
-        g = _pool(x, self.pool_proj, batch, num_graphs if num_graphs is not None else cell_u.shape[0])
-        gram = cell_u @ cell_u.transpose(-1, -2) / self.gram_scale
-        m = self.out(torch.cat([g, self.cell_embed(gram.reshape(-1, 9))], dim=-1)).reshape(-1, 3, 3)
+    def descriptor(self, cell_u: torch.Tensor) -> torch.Tensor:
+        return (cell_u @ cell_u.transpose(-1, -2) / self.gram_scale).reshape(-1, 9)
+
+    def update(self, cell_u: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         if self.symmetric:
             m = 0.5 * (m + m.transpose(-1, -2))
         return cell_u + m @ cell_u
-

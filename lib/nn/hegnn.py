@@ -17,7 +17,7 @@ from e3nn import o3
 from torch import nn
 from torch_geometric.utils import scatter
 
-from e3relax.nn.common import mlp
+from e3relax.nn.common import Block, mlp
 from e3relax.nn.gotennet import degree_index
 from e3relax.registry import BLOCKS
 
@@ -30,7 +30,7 @@ def degree_inner_products(a: torch.Tensor, b: torch.Tensor, deg: torch.Tensor, l
 
 
 @BLOCKS.register("hegnn_init", aliases=("steerable_init",))
-class SteerableInit(nn.Module):
+class SteerableInit(Block):
     """HEGNN initialisation of the steerable features from the neighbourhood (paper Eq. 6; ``SH_INIT``).
 
     ``chi_i^(l) = mean_j  w_ij^(l) Y_l(x_ij / |x_ij|)``, ``w_ij = SiLU(MLP([|x_ij|, h_i, h_j, e_ij]))``
@@ -68,7 +68,7 @@ class SteerableInit(nn.Module):
 
 
 @BLOCKS.register("hegnn_layer")
-class HEGNNLayer(nn.Module):
+class HEGNNLayer(Block):
     """One HEGNN layer (paper Eq. 7-10; ``HEGNN_Layer``).
 
     ::

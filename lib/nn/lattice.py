@@ -13,8 +13,22 @@ from torch import nn
 from torch_geometric.utils import scatter
 
 from e3relax.geometry import atom_lattice_vectors, to_cartesian, to_fractional
-from e3relax.nn.common import INV_SQRT_3, LayerState, StackedLinear, StackedMLP, vector_norm
+from e3relax.model_base import SymmetryLaws
+from e3relax.nn.common import Block, INV_SQRT_3, LayerState, StackedLinear, StackedMLP, vector_norm
 from e3relax.registry import BLOCKS
+
+
+#: why each option of the lattice blocks breaks a law (errors measured by the shared test with the
+#: E3Relax test_config(): float64, F = 8, T = 2, weights perturbed by 0.05)
+ABSOLUTE_GEOMETRY = "lattice-atom geometry uses absolute positions (tip_absolute)"
+CENTROID_GEOMETRY = ("centroid lattice-atom geometry depends on the stored image of each atom "
+                     "(measured 9.4e-1 in E3Relax[centroid])")
+TRANSPOSED_UPDATE = "lattice update added as columns (transposed)"
+STRAIN_RESIDUAL = ("wrap is exact only for a fixed cell; a changing cell leaves a strain residual "
+                   "(measured 1.3e-2 on the test fixtures, output change 7.9e-2)")
+#: atoms carried with the strain of the predicted cell: fractional translation law, wrap by L_hat
+ATOMS_RIDE_CELL = SymmetryLaws(translation="fractional", wrap="predicted_cell")
+CELL_MOVES_ATOMS_STAY = SymmetryLaws(wrap="none", broken={"wrap": STRAIN_RESIDUAL})
 
 
 def _on_vectors(lin: nn.Module, t: torch.Tensor) -> torch.Tensor:
@@ -23,7 +37,7 @@ def _on_vectors(lin: nn.Module, t: torch.Tensor) -> torch.Tensor:
 
 
 @BLOCKS.register("lattice_atom_interaction")
-class LatticeAtomInteraction(nn.Module):
+class LatticeAtomInteraction(Block):
     """Lattice -> atom messages (paper Eq. 15-18, in the reference's form), for c = 1, 2, 3 in turn.
 
     With ``d_ic`` the atom-lattice vector of ``geometry_mode`` (``tip_absolute``: ``l_c - r_i``,
@@ -36,12 +50,23 @@ class LatticeAtomInteraction(nn.Module):
         v_i <- W_loc^c (v_i + ybar_c) + v_i                                        (F x F, no bias)
 
     The reference replaces ``v`` (shrinking it by 1/sqrt F per lattice node); the default keeps
-    a residual. Lattice states and geometry are those at the start of the layer.
+    a residual. Lattice states and geometry are those at the start of the layer. ``rho`` is
+    clamped at 1e-8 in ``u`` (as the reference), so an atom on a lattice-vector tip is finite.
+
+    Symmetry: ``tip_absolute`` breaks translation and wrapping, ``centroid`` wrapping.
 
     Shapes:
         s: [N, F]; v: [N, 3, F]; y: [B, 3, F]; ybar: [B, 3, 3, F]; pos: [N, 3]; cell: [B, 3, 3];
         batch: [N]  -> s: [N, F], v: [N, 3, F]
     """
+
+    symmetry_options = {"geometry_mode": {
+        "tip_absolute": SymmetryLaws(translation="none", wrap="none",
+                                     broken={"translation": ABSOLUTE_GEOMETRY, "wrap": ABSOLUTE_GEOMETRY}),
+        "centroid": SymmetryLaws(wrap="none", broken={"wrap": CENTROID_GEOMETRY}),
+    }}
+    reads = ("s", "v", "y", "ybar", "pos", "cell", "batch", "radial")
+    writes = ("s", "v")
 
     def __init__(
         self,
@@ -69,7 +94,7 @@ class LatticeAtomInteraction(nn.Module):
 
     def forward(self, s, v, y, ybar, pos, cell, batch, radial: nn.Module):
         vec, dist = atom_lattice_vectors(pos, cell, batch, self.geometry_mode)  # [N,3,3], [N,3]
-        unit = -vec / dist[..., None]
+        unit = -vec / dist.clamp_min(1e-8)[..., None]
         rbf = radial(dist)  # [N, 3, K]
         f = self.hidden_channels
         for c in range(3):
@@ -89,7 +114,7 @@ class LatticeAtomInteraction(nn.Module):
 
 
 @BLOCKS.register("lattice_node_update")
-class LatticeNodeUpdate(nn.Module):
+class LatticeNodeUpdate(Block):
     """Atom -> lattice aggregation and gated lattice-node self-update (paper Eq. 9-12, reference form).
 
     Vectorised over the three lattice nodes c of each structure::
@@ -103,6 +128,9 @@ class LatticeNodeUpdate(nn.Module):
         s: [N, F]; v: [N, 3, F]; y: [B, 3, F]; ybar: [B, 3, 3, F]; batch: [N]
         -> y: [B, 3, F], ybar: [B, 3, 3, F]
     """
+
+    reads = ("s", "v", "y", "ybar", "batch", "num_graphs")
+    writes = ("y", "ybar")
 
     def __init__(self, hidden_channels: int, per_lattice_params: bool = False) -> None:
         super().__init__()
@@ -129,7 +157,7 @@ class LatticeNodeUpdate(nn.Module):
 
 
 @BLOCKS.register("lattice_update")
-class LatticeUpdate(nn.Module):
+class LatticeUpdate(Block):
     """Lattice vectors moved by their lattice nodes' vector features (paper Eq. 13-14).
 
     ``dl_c = W_l^c ybar_c`` (``F -> 1``, no bias, one 3-vector per c). ``transpose=False`` adds
@@ -137,9 +165,21 @@ class LatticeUpdate(nn.Module):
     reproduces the reference, which adds ``dl_c`` as column c (``L <- L + D^T``; not rotation
     equivariant). ``affine_positions=True`` carries atoms with the strain: ``r <- r L_old^-1 L_new``.
 
+    Symmetry: ``transpose`` breaks rotation and reflection; ``affine_positions`` turns the
+    translation law fractional and wrapping into wrapping by the predicted cell; without it a
+    changing cell breaks wrapping (strain residual in the next layer's geometry).
+
     Shapes:
         ybar: [B, 3, 3, F]; cell: [B, 3, 3]; pos: [N, 3]; batch: [N] -> pos: [N, 3], cell: [B, 3, 3]
     """
+
+    symmetry_options = {
+        "transpose": {True: SymmetryLaws(rotation=False, reflection=False,
+                                         broken={"rotation": TRANSPOSED_UPDATE, "reflection": TRANSPOSED_UPDATE})},
+        "affine_positions": {True: ATOMS_RIDE_CELL, False: CELL_MOVES_ATOMS_STAY},
+    }
+    reads = ("pos", "cell", "ybar", "batch", "refine")
+    writes = ("pos", "cell")
 
     def __init__(
         self,

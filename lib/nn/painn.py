@@ -6,13 +6,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from e3relax.nn.common import Block
 from e3relax.registry import BLOCKS
 
 __all__ = ["PaiNNStack"]
 
 
 @BLOCKS.register("painn_stack")
-class PaiNNStack(nn.Module):
+class PaiNNStack(Block):
     """``num_layers`` x (message, update) of PaiNN (Schuett, Unke, Gastegger, ICML 2021, Eq. 7-11).
 
     Each layer: ``s, v <- message(s, v, edge_feat, unit, edge_index)`` then ``s, v <- update(s, v)``;

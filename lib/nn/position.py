@@ -4,12 +4,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from e3relax.nn.common import LayerState, linear, mlp
+from e3relax.nn.common import Block, LayerState, linear, mlp
 from e3relax.registry import BLOCKS
 
 
 @BLOCKS.register("position_update")
-class PositionUpdate(nn.Module):
+class PositionUpdate(Block):
     """Equivariant displacement of each atom from its vector features.
 
     ``alpha_i = softmax_F(MLP_g(x_i))`` (``F -> F -> F``, paper Eq. 5-6);
@@ -24,6 +24,9 @@ class PositionUpdate(nn.Module):
     Shapes:
         s: [N, F]; v: [N, 3, F] -> dr: [N, 3]
     """
+
+    reads = ("s", "v", "pos", "refine")
+    writes = ("pos",)
 
     def __init__(self, hidden_channels: int, step_scale: float = 1.0) -> None:
         super().__init__()

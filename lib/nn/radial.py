@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from e3relax.nn.common import kernel
+from e3relax.nn.common import Block, kernel
 from e3relax.registry import BLOCKS
 
 
@@ -42,7 +42,7 @@ def _gaussian(dist: torch.Tensor, cutoff: float, num_rbf: int, exponent: int) ->
 
 
 @BLOCKS.register("gaussian_rbf")
-class GaussianRBF(nn.Module):
+class GaussianRBF(Block):
     """Gaussian radial basis on the scaled distance, times a polynomial envelope.
 
     ``lambda_k(d) = env(d/c) * exp(-(d/c - mu_k)^2 / (2 Delta^2))``, ``mu_k = k/(K-1)``,
@@ -73,7 +73,7 @@ class GaussianRBF(nn.Module):
 
 
 @BLOCKS.register("bessel_rbf")
-class BesselRBF(nn.Module):
+class BesselRBF(Block):
     """Spherical Bessel radial basis (DimeNet) times the polynomial envelope.
 
     ``lambda_k(d) = env(d/c) * sqrt(2/c) * sin(k pi d / c) / d``, ``k = 1..K`` (an alternative to
@@ -103,7 +103,7 @@ def cosine_cutoff(dist: torch.Tensor, cutoff: float) -> torch.Tensor:
 
 
 @BLOCKS.register("expnorm_rbf")
-class ExpNormRBF(nn.Module):
+class ExpNormRBF(Block):
     """Exponential-normal radial basis with a cosine cutoff (PhysNet / TorchMD-Net; GotenNet's default).
 
     Paper: PhysNet (Unke & Meuwly 2019), as GotenNet (Aykent & Xia, ICLR 2025) uses it for the
@@ -141,7 +141,7 @@ class ExpNormRBF(nn.Module):
 
 
 @BLOCKS.register("gaussian_smearing")
-class GaussianSmearing(nn.Module):
+class GaussianSmearing(Block):
     """Gaussian radial basis on ``[0, cutoff]`` without envelope (EquiformerV2 ``GaussianSmearing``).
 
     ``phi_k(d) = exp(-(d - mu_k)^2 / (2 Delta^2))``, ``mu_k = k c / (K - 1)``, ``Delta = c / (K - 1)``

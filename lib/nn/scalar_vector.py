@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from e3relax.nn.common import INV_SQRT_2, INV_SQRT_3, LayerState, kernel, linear, mlp, vector_norm
+from e3relax.nn.common import Block, INV_SQRT_2, INV_SQRT_3, LayerState, kernel, linear, mlp, vector_norm
 from e3relax.registry import BLOCKS
 
 
@@ -29,7 +29,7 @@ def _message(s, v, rbf, unit, j, i, w0, b0, w1, b1, wr, br, inv_sqrt_f: float, s
 
 
 @BLOCKS.register("scalar_vector_message")
-class ScalarVectorMessage(nn.Module):
+class ScalarVectorMessage(Block):
     """Equivariant message passing between atoms, as the reference computes paper Eq. 1-2.
 
     ``[m1, m2, m3]_ji = MLP_m(x_j) * (W_r lambda(d_ji) + b_r) / sqrt 3`` with one shared MLP
@@ -48,6 +48,9 @@ class ScalarVectorMessage(nn.Module):
         s: [N, F]; v: [N, 3, F]; rbf: [E, K]; unit: [E, 3]; edge_index: [2, E] (row 0 = j, row 1 = i)
         -> s: [N, F], v: [N, 3, F]
     """
+
+    reads = ("s", "v", "edge_rbf", "edge_unit", "edge_index")
+    writes = ("s", "v")
 
     def __init__(self, hidden_channels: int, num_rbf: int, scale_residual: bool = True) -> None:
         super().__init__()
@@ -69,7 +72,7 @@ class ScalarVectorMessage(nn.Module):
 
 
 @BLOCKS.register("tanh_self_update")
-class TanhGatedUpdate(nn.Module):
+class TanhGatedUpdate(Block):
     """E3Relax self-updating with a tanh gate (paper Eq. 3-4, as the reference computes them).
 
     ``[V1, V2] = W_uv v`` (no bias); ``[h1, h2, h3] = MLP_u([x || |V2|])`` (``2F -> F -> 3F``),
@@ -80,6 +83,9 @@ class TanhGatedUpdate(nn.Module):
     Shapes:
         s: [N, F]; v: [N, 3, F] -> s: [N, F], v: [N, 3, F]
     """
+
+    reads = ("s", "v")
+    writes = ("s", "v")
 
     def __init__(self, hidden_channels: int) -> None:
         super().__init__()
@@ -99,7 +105,7 @@ class TanhGatedUpdate(nn.Module):
 
 
 @BLOCKS.register("painn_update")
-class PaiNNUpdate(nn.Module):
+class PaiNNUpdate(Block):
     """The original PaiNN update block (Schuett et al. 2021, Eq. 9-11), used by the baselines.
 
     ``[U v, V v]`` (no bias); ``[a_ss, a_sv, a_vv] = MLP([s || |V v|])`` (``2F -> F -> 3F``);
@@ -111,6 +117,9 @@ class PaiNNUpdate(nn.Module):
     Shapes:
         s: [N, F]; v: [N, 3, F] -> s: [N, F], v: [N, 3, F]
     """
+
+    reads = ("s", "v")
+    writes = ("s", "v")
 
     def __init__(self, hidden_channels: int, scaled: bool = True) -> None:
         super().__init__()

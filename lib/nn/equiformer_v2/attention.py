@@ -10,6 +10,7 @@ from torch_geometric.utils import scatter, softmax
 from e3relax.nn.equiformer_v2.act import RMSNormSH, SmoothLeakyReLU
 from e3relax.nn.equiformer_v2.so2 import SO2Convolution
 from e3relax.nn.equiformer_v2.so3 import RadialMLP, SO3Linear, SphericalLayout, rotate_from_frame, rotate_to_frame
+from e3relax.nn.common import Block
 from e3relax.registry import BLOCKS
 
 __all__ = ["SO2GraphAttention", "EqV2FeedForward", "EqV2Block", "EdgeDegreeEmbedding"]
@@ -20,7 +21,7 @@ def _activation(spec: Any, lmax: int) -> nn.Module:
 
 
 @BLOCKS.register("so2_graph_attention")
-class SO2GraphAttention(nn.Module):
+class SO2GraphAttention(Block):
     """SO(2)-equivariant graph attention (EquiformerV2 Sec. 3.1, ``SO2EquivariantGraphAttention``).
 
     For edge j -> i: rotate ``[x_j || x_i]`` into the edge frame, SO(2) convolution #1 (radially
@@ -75,7 +76,7 @@ class SO2GraphAttention(nn.Module):
 
 
 @BLOCKS.register("eqv2_feed_forward")
-class EqV2FeedForward(nn.Module):
+class EqV2FeedForward(Block):
     """EquiformerV2 feed-forward: per-degree linear -> activation gated by scalars of l = 0 ->
     per-degree linear.
 
@@ -99,7 +100,7 @@ class EqV2FeedForward(nn.Module):
 
 
 @BLOCKS.register("eqv2_block")
-class EqV2Block(nn.Module):
+class EqV2Block(Block):
     """Pre-norm Transformer block (EquiformerV2 ``TransBlockV2``, no drop-path):
     ``x += Attn(Norm(x))``; ``x += FFN(Norm(x))``.
 
@@ -128,7 +129,7 @@ class EqV2Block(nn.Module):
 
 
 @BLOCKS.register("edge_degree_embedding")
-class EdgeDegreeEmbedding(nn.Module):
+class EdgeDegreeEmbedding(Block):
     """EquiformerV2 edge-degree embedding: a radial MLP of the edge embedding fills the m = 0
     coefficients of every degree in the edge frame; rotated back, summed over neighbours and divided
     by ``avg_degree``. Gives the initial l > 0 features.

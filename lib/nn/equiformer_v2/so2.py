@@ -5,13 +5,15 @@ import torch
 from torch import nn
 
 from e3relax.nn.equiformer_v2.so3 import RadialMLP, SphericalLayout
+from e3relax.model_base import SymmetryLaws
+from e3relax.nn.common import Block
 from e3relax.registry import BLOCKS
 
 __all__ = ["SO2Convolution"]
 
 
 @BLOCKS.register("so2_convolution")
-class SO2Convolution(nn.Module):
+class SO2Convolution(Block):
     """SO(2) linear map on edge-frame features (eSCN Eq. 9; EquiformerV2 Sec. 3, ``SO2_Convolution``).
 
     For each order m <= mmax, the coefficients of all degrees l >= m are flattened with the channels,
@@ -33,6 +35,10 @@ class SO2Convolution(nn.Module):
     Shapes:
         x: [E, S, C_in] (edge frame), edge_attr: [E, D]  ->  y: [E, S, C_out], extra: [E, num_extra]
     """
+
+    symmetry = SymmetryLaws(reflection=False, broken={"reflection": (
+        "SO(2) convolution W_i terms are chiral (SE(3), not O(3)); measured max |pos err| 5.8e-3 at a "
+        "signal of 75 (EquiformerV2 test config, perturbed weights, float64)")})
 
     def __init__(self, in_channels: int, out_channels: int, lmax: int, mmax: int, num_extra: int = 0,
                  edge_channels: int = 0, radial_hidden_channels: int | None = None) -> None:

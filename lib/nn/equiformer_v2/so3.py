@@ -15,6 +15,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from e3relax.nn.common import Block
 from e3relax.registry import BLOCKS
 
 __all__ = ["SphericalLayout", "edge_wigner", "rotate_to_frame", "rotate_from_frame", "SO3Linear",
@@ -111,7 +112,7 @@ def rotate_from_frame(wigner: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 @BLOCKS.register("so3_linear")
-class SO3Linear(nn.Module):
+class SO3Linear(Block):
     """Per-degree channel mixing (EquiformerV2 ``SO3_LinearV2``): ``y_l = W_l x_l (+ b for l = 0)``.
 
     Paper: EquiformerV2 (Liao et al., ICLR 2024), adapted as in E3Relax Appendix C; equations in
