@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from ignite.engine import Events
 
+from e3relax.model_base import check_graph
 from e3relax import keys as K
 from e3relax.device import resolve_device
 from e3relax.engine.data import eval_loader
@@ -119,6 +120,8 @@ def evaluate(predictor: Any, dataset: Any, batch_size: int = 16, device: Any = N
         keep_structures: also return the predicted, relaxed and unrelaxed structures as ``ase.Atoms``.
         progress: progress-bar label, or None for no bar.
     """
+    for member in getattr(predictor, "models", [predictor]):
+        check_graph(member, dataset)  # a model that needs another graph refuses the data
     dev, dt = _setting(predictor, device, dtype)
     engine = create_evaluator(predictor, dev, dt)
     table = EvalTable()

@@ -27,6 +27,7 @@ from e3relax.device import resolve_device
 from e3relax.engine.budget import TimeBudget, ValidationHistory
 from e3relax.engine.checkpoint import load_checkpoint, model_weights
 from e3relax.engine.config import save_config
+from e3relax.model_base import check_graph
 from e3relax.engine.data import build_dataset, collate, eval_loader, prepare_batch, skipped_records, train_loader
 from e3relax.engine.evaluator import create_evaluator
 from e3relax.errors import InputError, Interrupted
@@ -254,6 +255,8 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
 
         use_compiled_kernels(True)
     model = _build_model(config, device, dtype, resume)
+    for ds, what in ((train_ds, "data.train"), (val_ds, "data.val")):
+        check_graph(model, ds, what)  # a model that needs another graph refuses the data
     optimizer = _build_optimizer(model, config["optim"])
     from e3relax.registry import LOSSES
 
