@@ -5,8 +5,9 @@ from typing import Any
 
 import torch
 
+from e3relax import keys
 from e3relax import losses  # noqa: F401  (registers the "laplace_distance" loss)
-from e3relax.model_base import ModelInputs, RelaxModel, SymmetryLaws, prepare_inputs
+from e3relax.model_base import RelaxModel, SymmetryLaws, prepare_inputs
 from e3relax.nn import deeprelax as dr
 from e3relax.registry import BLOCKS, HEADS, MODELS
 from e3relax.types import RelaxOutput
@@ -35,8 +36,9 @@ class DeepRelax(RelaxModel):
 
     Symmetry (composed from the components' declarations, the same in training and eval mode):
     distances invariant; the solver is not rotation/reflection-equivariant (Adam) and keeps
-    translation and permutation only up to rounding that Adam amplifies (measured 7e-7 and
-    1.1e-5 in float32; ~6e-12 and ~4e-12 in float64 at test sizes); batch-consistent; offset
+    translation and permutation only up to rounding that Adam amplifies (7e-7 and 1.1e-5 measured
+    in an audit; ~6e-12 and ~4e-12 in float64, 6e-4 and 9e-4 in float32 with test_config());
+    batch-consistent; offset
     encodings and intra-cell edges depend on wrapping (declared here); the DeepRelax lattice head
     is not rotation-equivariant.
     """
@@ -74,13 +76,13 @@ class DeepRelax(RelaxModel):
         return {"hidden_channels": 8, "num_layers": 2, "num_rbf": 8, "offset_channels": 8,
                 "max_displace_neighbors": 20, "cutoff": 12.0}
 
-    def edge_sets(self, inp: ModelInputs) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def edge_sets(self, data, pos: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """All edges (intra-cell first, then the stored graph's non-zero-offset edges) and offsets.
 
         Returns (edge_index [2, E], cell_offsets [E, 3], number of intra-cell edges E_d).
         """
-        intra = dr.intra_cell_edges(inp.pos, inp.batch, self.max_displace_neighbors)
-        stored, offsets = inp.edge_index, inp.cell_offsets
+        intra = dr.intra_cell_edges(pos, batch, self.max_displace_neighbors)
+        stored, offsets = data[keys.EDGE_INDEX], data[keys.CELL_OFFSETS]
         periodic = offsets.abs().sum(-1) > 0
         edge_index = torch.cat([intra, stored[:, periodic]], dim=1)
         cell_offsets = torch.cat([offsets.new_zeros(intra.shape[1], 3), offsets[periodic]], dim=0)
@@ -89,7 +91,7 @@ class DeepRelax(RelaxModel):
     def forward(self, data) -> RelaxOutput:
         inp = prepare_inputs(data, geometry=False)
         pos, cell, batch = inp.pos, inp.cell, inp.batch
-        edge_index, cell_offsets, num_intra = self.edge_sets(inp)
+        edge_index, cell_offsets, num_intra = self.edge_sets(data, pos, batch)
         vec, dist = inp.edge_vectors(edge_index=edge_index, cell_offsets=cell_offsets)
         pe = dr.offset_encoding(cell_offsets, self.offset_channels).to(pos.dtype)
         edge_feat = torch.cat([self.radial(dist), pe], dim=-1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from e3relax.models.relax_net import RelaxNet
+from e3relax.nn.embedding import NUM_ELEMENTS
 from e3relax.registry import MODELS
 
 #: Errors of ``paper_faithful=True`` measured by tests/test_equivariance_models.py (float64,
@@ -75,7 +76,7 @@ class E3Relax(RelaxNet):
         num_rbf: int = 128,
         rbf_cutoff: float = 30.0,
         rbf: str = "gaussian_rbf",
-        num_elements: int = 118,
+        num_elements: int = NUM_ELEMENTS,
         paper_faithful: bool = False,
         lattice_atom_mode: Optional[str] = None,
         per_lattice_params: Optional[bool] = None,

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from e3relax.model_base import RelaxModel, prepare_inputs
+from e3relax.nn.embedding import NUM_ELEMENTS
 from e3relax.nn.equiformer_v2.so3 import edge_wigner
 from e3relax.registry import BLOCKS, HEADS, MODELS
 from e3relax.types import RelaxOutput
@@ -62,7 +63,7 @@ class EquiformerV2(RelaxModel):
         edge_channels: int = 32,
         num_rbf: int = 64,
         cutoff: float = 12.0,
-        max_atomic_number: int = 119,
+        max_atomic_number: int = NUM_ELEMENTS + 1,
         avg_degree: float = 20.0,
         activation: Any = "separable_s2_activation",
         lattice_head: Any = "deeprelax_lattice",

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
+from e3relax.nn.embedding import NUM_ELEMENTS
 from e3relax.nn.common import Block, mlp
 from e3relax.nn.radial import cosine_cutoff
 from e3relax.registry import BLOCKS
@@ -43,7 +44,7 @@ class GotenNodeInit(Block):
         h: [N, F] (A(z)), z: [N], rbf: [E, K], dist: [E], edge_index: [2, E] -> h: [N, F]
     """
 
-    def __init__(self, hidden_channels: int, num_rbf: int, cutoff: float, num_elements: int = 118) -> None:
+    def __init__(self, hidden_channels: int, num_rbf: int, cutoff: float, num_elements: int = NUM_ELEMENTS) -> None:
         super().__init__()
         f = hidden_channels
         self.cutoff = float(cutoff)
