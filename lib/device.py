@@ -16,9 +16,12 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """
     if isinstance(spec, torch.device):
         return spec
-    import ignite.distributed as idist
+    # Ignite only when a process group is up: importing it costs a second, and prediction needs none
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed:
+        import ignite.distributed as idist
 
-    distributed = idist.get_world_size() > 1
+        distributed = idist.get_world_size() > 1
     if spec in (None, "auto"):
         return idist.device() if distributed else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec == "cuda" and distributed:

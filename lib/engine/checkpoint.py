@@ -19,7 +19,6 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from ignite.handlers import DiskSaver
 
 from e3relax.errors import InputError, MissingPathError
 
@@ -73,24 +72,37 @@ class RngState:
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class AtomicSaver(DiskSaver):
-    """``DiskSaver`` that writes atomically and deletes a superseded file only after its successor
-    is on disk, so a crash at any moment leaves a complete checkpoint behind.
-    """
+def _atomic_saver_class() -> type:
+    """``AtomicSaver``, built on first use so that loading a checkpoint (prediction) never imports Ignite."""
+    from ignite.handlers import DiskSaver
 
-    def __init__(self, dirname: str | Path) -> None:
-        super().__init__(str(dirname), atomic=True, require_empty=False, create_dir=True)
-        self._pending: list[str] = []
+    class AtomicSaver(DiskSaver):
+        """``DiskSaver`` that writes atomically and deletes a superseded file only after its successor
+        is on disk, so a crash at any moment leaves a complete checkpoint behind.
+        """
 
-    def remove(self, filename: str) -> None:  # deferred until the next save succeeded
-        self._pending.append(filename)
+        def __init__(self, dirname: str | Path) -> None:
+            super().__init__(str(dirname), atomic=True, require_empty=False, create_dir=True)
+            self._pending: list[str] = []
 
-    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        super().__call__(checkpoint, filename, metadata)
-        pending, self._pending = self._pending, []
-        for old in pending:
-            if old != filename and (Path(self.dirname) / old).exists():
-                super().remove(old)
+        def remove(self, filename: str) -> None:  # deferred until the next save succeeded
+            self._pending.append(filename)
+
+        def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+            super().__call__(checkpoint, filename, metadata)
+            pending, self._pending = self._pending, []
+            for old in pending:
+                if old != filename and (Path(self.dirname) / old).exists():
+                    super().remove(old)
+
+    return AtomicSaver
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AtomicSaver":
+        globals()[name] = cls = _atomic_saver_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _refusal(exc: Exception) -> str:

@@ -16,6 +16,7 @@ With several checkpoints (a shipped ensemble) the prediction is the members' mea
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -28,9 +29,28 @@ from e3relax.predict.geometry import SanityLimits, close_contacts, keep_vacuum, 
     vacuum_directions
 from e3relax.structures import as_atoms, to_structure
 
-__all__ = ["Relaxer", "RelaxTrajectory", "structure_like"]
+__all__ = ["Relaxer", "RelaxTrajectory", "structure_like", "SMALL_BATCH_EDGES"]
 
 log = logging.getLogger(__name__)
+
+#: a CPU forward pass over fewer edges than this runs on one thread: on small graphs the other
+#: threads only wait (and, on a busy machine, spin), which costs more than it gains
+SMALL_BATCH_EDGES = 100_000
+
+
+@contextmanager
+def _threads_for(batch: Any) -> Iterator[None]:
+    """One torch thread for a small CPU batch (restored afterwards)."""
+    before = torch.get_num_threads()
+    edges = batch[keys.EDGE_INDEX] if keys.EDGE_INDEX in batch else None
+    if before == 1 or edges is None or edges.device.type != "cpu" or edges.shape[-1] >= SMALL_BATCH_EDGES:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
@@ -149,7 +169,8 @@ class Relaxer:
     @torch.no_grad()
     def _forward(self, batch: Any) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor | None]:
         """Ensemble-mean per-layer positions / cells and per-atom spread (None for one model)."""
-        outs = [m(batch) for m in self.models]
+        with _threads_for(batch):
+            outs = [m(batch) for m in self.models]
         nl = min(o.num_layers for o in outs)
         pos = [torch.stack([o.pos[o.num_layers - nl + t] for o in outs]).mean(0) for t in range(nl)]
         cell = [torch.stack([o.cell[o.num_layers - nl + t] for o in outs]).mean(0) for t in range(nl)]
