@@ -24,6 +24,9 @@ from e3relax.structures import as_atoms
 
 log = logging.getLogger(__name__)
 
+#: cells with fewer atoms relax on one torch thread (more threads only wait on graphs this small)
+SMALL_CELL_ATOMS = 200
+
 __all__ = ["ChgnetRelaxResult", "load_chgnet", "fire_relax", "chgnet_relax", "chgnet_energy_per_atom",
            "cell_filter_mask"]
 
@@ -141,9 +144,11 @@ def fire_relax(
     from ase.filters import FrechetCellFilter
     from ase.optimize import FIRE
 
+    from e3relax.threads import single_thread_if
+
     atoms = as_atoms(structure).copy()
     atoms.calc = calculator
-    with _one_line_per_notice():
+    with _one_line_per_notice(), single_thread_if(len(atoms) < SMALL_CELL_ATOMS):
         e0 = float(atoms.get_potential_energy()) / len(atoms)
         target = FrechetCellFilter(atoms, mask=cell_filter_mask(atoms.pbc)) if relax_cell else atoms
         opt = FIRE(target, logfile=None)
@@ -175,11 +180,13 @@ def chgnet_relax(
 
 def chgnet_energy_per_atom(structures, model=None) -> np.ndarray:
     """CHGNet energy per atom (eV/atom) of each structure, single points without relaxation."""
+    from e3relax.threads import single_thread_if
+
     calc = _calculator(model)
     out = []
     for s in structures:
         atoms = as_atoms(s).copy()
         atoms.calc = calc
-        with _one_line_per_notice():
+        with _one_line_per_notice(), single_thread_if(len(atoms) < SMALL_CELL_ATOMS):
             out.append(float(atoms.get_potential_energy()) / len(atoms))
     return np.asarray(out)

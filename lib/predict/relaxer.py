@@ -16,7 +16,6 @@ With several checkpoints (a shipped ensemble) the prediction is the members' mea
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -38,19 +37,12 @@ log = logging.getLogger(__name__)
 SMALL_BATCH_EDGES = 100_000
 
 
-@contextmanager
-def _threads_for(batch: Any) -> Iterator[None]:
-    """One torch thread for a small CPU batch (restored afterwards)."""
-    before = torch.get_num_threads()
+def _threads_for(batch: Any):
+    """One torch thread for a small CPU batch."""
+    from e3relax.threads import single_thread_if
+
     edges = batch[keys.EDGE_INDEX] if keys.EDGE_INDEX in batch else None
-    if before == 1 or edges is None or edges.device.type != "cpu" or edges.shape[-1] >= SMALL_BATCH_EDGES:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return single_thread_if(edges is not None and edges.device.type == "cpu" and edges.shape[-1] < SMALL_BATCH_EDGES)
 
 
 @dataclass
