@@ -2,7 +2,8 @@
 
 Examples::
 
-    e3relax train --config benchmarks/configs/train_e3relax_small.yaml
+    e3relax data convert poscar_pairs --src ../shared/data/pnictides --out data/pnictides   # data first
+    e3relax train --config benchmarks/configs/train_e3relax_cpu.yaml   # reads data/pnictides/{train,val}.lmdb
     e3relax train --config run.yaml optim.lr=3e-4 data.batch_size=16 run_dir=runs/lr3e-4
     e3relax train --resume runs/lr3e-4                      # continue exactly where it stopped
     e3relax train --config run.yaml --overwrite             # replace the run already in run_dir
