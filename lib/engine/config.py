@@ -34,7 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "init_from": None,             # checkpoint whose weights start the run (fine-tuning)
     "init_weights": "ema",         # ema | model: which weights init_from takes
     "hooks": [],                   # dotted paths of callables hook(trainer, evaluator, context)
-    "compile_kernels": False,      # torch.compile the edge kernels (e3relax.nn.common.use_compiled_kernels)
+    "compile_kernels": "auto",     # true | false | auto: torch.compile the edge kernels (auto: runs of 2,000+ steps)
+    "flush_denormal": True,        # flush denormal floats to zero on CPU (tiny radial-basis values made matmuls ~2x slower)
     "model": {"name": "e3relax"},
     "loss": {"name": "layerwise"},
     "data": {

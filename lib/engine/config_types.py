@@ -21,7 +21,7 @@ NULLABLE = {"init_from": str, "data.val_batch_size": int, "data.max_val_structur
             "checkpoint.every_minutes": float, "distributed.backend": str, "distributed.master_port": int,
             "distributed.nproc_per_node": int}
 #: keys checked elsewhere or free in type
-UNCHECKED = {"amp", "data.train", "data.val", "hooks"}
+UNCHECKED = {"amp", "data.train", "data.val", "hooks", "compile_kernels"}
 _NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
 
 

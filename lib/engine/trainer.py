@@ -201,6 +201,30 @@ def _check_ready(ds, what: str, labelled: bool) -> None:
                          f"'{keys.POS_R}'/'{keys.CELL_R}'); validation needs labelled data")
 
 
+#: ``compile_kernels: auto`` compiles when a run plans at least this many optimiser steps
+AUTO_COMPILE_STEPS = 2000
+
+
+def compile_kernels_wanted(config: Mapping[str, Any], device: torch.device) -> bool:
+    """``compile_kernels``: true, false, or ``auto`` (the default): compile on CPU and CUDA when the run
+    plans at least :data:`AUTO_COMPILE_STEPS` steps, so the one-time compilation (about 10 CPU-seconds)
+    is paid back; short runs and tests stay eager.
+
+    Raises:
+        ConfigError: for any other value, naming the key.
+    """
+    from e3relax.engine.config import ConfigError
+
+    choice = config["compile_kernels"]
+    if isinstance(choice, bool):
+        return choice
+    if choice != "auto":
+        raise ConfigError(f"compile_kernels: expected true, false or auto, got {choice!r}", "compile_kernels")
+    sched = config["schedule"]
+    planned = int(sched["max_epochs"]) * int(sched["epoch_length"])
+    return device.type in ("cpu", "cuda") and planned >= AUTO_COMPILE_STEPS
+
+
 def _attach_budget(trainer: Engine, evaluator: Engine, schedule: Mapping[str, Any]) -> dict[str, Any]:
     """The validation history and the time budget (``schedule.time_limit_s``), saved with the checkpoints."""
     out: dict[str, Any] = {"val_history": ValidationHistory(MAE_POS).attach(trainer, evaluator)}
@@ -250,10 +274,10 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     data_cfg = config["data"]
     train_ds, val_ds = _datasets(config, datasets)
     loader, sampler = train_loader(train_ds, int(data_cfg["batch_size"]), int(config["seed"]), int(data_cfg["num_workers"]))
-    if config["compile_kernels"]:
-        from e3relax.nn.common import use_compiled_kernels
+    torch.set_flush_denormal(bool(config["flush_denormal"]))  # process-wide; see DEFAULTS
+    from e3relax.nn.common import use_compiled_kernels
 
-        use_compiled_kernels(True)
+    use_compiled_kernels(compile_kernels_wanted(config, device))
     model = _build_model(config, device, dtype, resume)
     for ds, what in ((train_ds, "data.train"), (val_ds, "data.val")):
         check_graph(model, ds, what)  # a model that needs another graph refuses the data

@@ -6,6 +6,7 @@ Feature layouts used by every block:
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Optional
@@ -35,6 +36,8 @@ class Block(nn.Module):
     writes: ClassVar[tuple[str, ...]] = ()
 
 
+log = logging.getLogger(__name__)
+
 _KERNELS: dict[str, Callable] = {}
 _COMPILED: dict[str, Callable] = {}
 
@@ -45,7 +48,16 @@ def kernel(fn: Callable) -> Callable:
     _KERNELS[fn.__name__] = fn
 
     def call(*args):
-        return _COMPILED.get(fn.__name__, fn)(*args)
+        compiled = _COMPILED.get(fn.__name__)
+        if compiled is None:
+            return fn(*args)
+        try:
+            return compiled(*args)
+        except Exception as exc:  # noqa: BLE001 - no compiler here, or an op it cannot compile
+            _COMPILED.pop(fn.__name__, None)
+            log.warning("kernel %s does not compile here (%s: %s); it runs eagerly from now on", fn.__name__,
+                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            return fn(*args)
 
     call.__name__, call.__doc__, call.eager = fn.__name__, fn.__doc__, fn
     return call
@@ -57,7 +69,9 @@ def use_compiled_kernels(enabled: bool = True, dynamic: Optional[bool] = None) -
     Parameter names and results are unchanged (to float rounding). The first call of each kernel
     pays its compilation (tens of seconds on one CPU core). ``dynamic=None`` (torch's automatic
     mode) recompiles once with symbolic sizes when the number of atoms or edges changes, and keeps
-    integer settings (number of radial functions, envelope exponent) static. Measured effect in benchmarks/speed.py ``--compile``.
+    integer settings (number of radial functions, envelope exponent) static. A kernel that fails to
+    compile (no C compiler, an unsupported op) logs one warning and runs eagerly. Training compiles
+    by default on long runs (``compile_kernels: auto``); measured in benchmarks/train_throughput.py.
     """
     _COMPILED.clear()
     if enabled:
