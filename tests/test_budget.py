@@ -76,12 +76,15 @@ def test_cpu_is_the_default_clock_and_bad_settings_name_their_key():
 def test_validation_history_round_trip():
     trainer, evaluator = Engine(lambda e, b: None), Engine(lambda e, b: None)
     hist = B.ValidationHistory("mae_pos").attach(trainer, evaluator)
-
     for it, val in ((10, 0.5), (20, 0.4)):
         trainer.state.iteration = it
-        evaluator.state.metrics = {"mae_pos": val}
+        evaluator.state.metrics = {"mae_pos": val, "shape_dev": 2 * val, "mae_vol": 3 * val, "dummy/mae_pos": 1.0}
         evaluator.fire_event(Events.COMPLETED)
     assert hist.history == [(10, 0.5), (20, 0.4)]
+    assert [r["mae_vol"] for r in hist.records] == pytest.approx([1.5, 1.2]) and "dummy/mae_pos" not in hist.records[0]
+    assert 0 <= hist.records[0]["cpu_s"] <= hist.records[1]["cpu_s"]
+    state = hist.state_dict()
     again = B.ValidationHistory("mae_pos")
-    again.load_state_dict(hist.state_dict())
-    assert again.history == hist.history
+    again.load_state_dict(state)
+    assert again.history == hist.history and again.records == hist.records
+    assert again.cpu_used() >= state["cpu_used"]  # a resumed run counts on from the saved CPU time

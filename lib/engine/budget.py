@@ -74,21 +74,51 @@ class TimeBudget:
 
 
 class ValidationHistory:
-    """``(iteration, validation coordinate MAE)`` after every evaluation; saved with the checkpoints,
-    so a resumed run keeps its whole history (used by the plateau rule of the comparison)."""
+    """The validation metrics after every evaluation, with the iteration and the CPU-seconds the
+    training processes had used by then; saved with the checkpoints, so a resumed run keeps its
+    whole history (the comparison's plateau rule and the time-to-accuracy curves read it).
 
-    def __init__(self, metric: str) -> None:
+    Attributes:
+        records: one dict per evaluation: ``iteration``, ``cpu_s`` and each metric of :data:`METRICS`.
+    """
+
+    #: metrics kept per evaluation
+    METRICS = ("mae_pos", "shape_dev", "mae_vol", "pooled_mae_pos")
+
+    def __init__(self, metric: str = "mae_pos") -> None:
         self.metric = metric
-        self.history: list[tuple[int, float]] = []
+        self.records: list[dict[str, float]] = []
+        self._before = 0.0  # CPU-seconds used by the earlier processes of a resumed run
+        self._start = time.process_time()
+
+    @property
+    def history(self) -> list[tuple[int, float]]:
+        """``(iteration, value of the selection metric)`` per evaluation."""
+        return [(int(r["iteration"]), float(r[self.metric])) for r in self.records]
+
+    def cpu_used(self) -> float:
+        return self._before + time.process_time() - self._start
 
     def attach(self, trainer: Engine, evaluator: Engine) -> "ValidationHistory":
+        @trainer.on(Events.STARTED)
+        def _started(engine: Engine) -> None:
+            self._start = time.process_time()
+
         @evaluator.on(Events.COMPLETED)
         def _record(engine: Engine) -> None:
-            self.history.append((int(trainer.state.iteration), float(engine.state.metrics[self.metric])))
+            m = engine.state.metrics
+            rec = {"iteration": float(trainer.state.iteration), "cpu_s": self.cpu_used()}
+            rec.update({k: float(m[k]) for k in self.METRICS if k in m})
+            self.records.append(rec)
         return self
 
     def state_dict(self) -> dict[str, Any]:
-        return {"iterations": [h[0] for h in self.history], "values": [h[1] for h in self.history]}
+        keys = sorted({k for r in self.records for k in r})
+        return {"cpu_used": self.cpu_used(), "columns": {k: [r.get(k, float("nan")) for r in self.records]
+                                                          for k in keys}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.history = [(int(i), float(v)) for i, v in zip(state["iterations"], state["values"])]
+        cols = state["columns"]
+        n = len(next(iter(cols.values()))) if cols else 0
+        self.records = [{k: float(v[i]) for k, v in cols.items()} for i in range(n)]
+        self._before, self._start = float(state["cpu_used"]), time.process_time()

@@ -279,6 +279,9 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
 
     use_compiled_kernels(compile_kernels_wanted(config, device))
     model = _build_model(config, device, dtype, resume)
+    from e3relax.priors import fit_priors
+
+    fit_priors(model, train_ds)  # an unfitted composition prior (model.prior) is fitted on data.train
     for ds, what in ((train_ds, "data.train"), (val_ds, "data.val")):
         check_graph(model, ds, what)  # a model that needs another graph refuses the data
     optimizer = _build_optimizer(model, config["optim"])
@@ -330,7 +333,8 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     if skipped:
         out["skipped_records"] = skipped
     budget = objects.get("time_budget")
-    out.update({"val_history": objects["val_history"].history, "time_limit_hit": bool(budget is not None and budget.hit),
+    out.update({"val_history": objects["val_history"].history, "val_records": objects["val_history"].records,
+                "time_limit_hit": bool(budget is not None and budget.hit),
                 "time_used_s": budget.used() if budget is not None else None})
     return {**out, "iteration": trainer.state.iteration, "best_val_pooled_mae_pos": -saved[-1][0] if saved else None,
             "best_val_coord_mae": -saved[-1][0] if saved else None,  # the same (pooled) value, older name
