@@ -215,7 +215,7 @@ class Comparison:
         log.info("%s %s seed %d: training (%s)", tag, run.label, seed, self.budget_text)
         model, record = train_model(run, seed, splits, self.budget, run_dir, self.device,
                                     progress_bar=self.progress_bar)
-        log.info("%s %s seed %d: %d steps in %.0f s (best validation coord MAE %.4f at step %s); testing",
+        log.info("%s %s seed %d: %d steps in %.0f s (best validation mae_pos %.4f Å at step %s); testing",
                  tag, run.label, seed, record["steps"], record["train_seconds"], record["best_val"],
                  record["best_step"])
         device = resolve_device(self.device)

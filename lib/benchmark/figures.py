@@ -85,14 +85,16 @@ def violin(per_model: Mapping[str, Sequence[float]], path: str | Path, title: st
     ax.violinplot(inside, showmeans=False, showmedians=True, showextrema=False)
     clipped = 0
     for i, d in enumerate(data, start=1):
-        if d.size:
-            ax.plot(i, min(float(d.mean()), hi), "o", color="white", mec="black", ms=4, zorder=3)
+        mean = float(d.mean()) if d.size else float("nan")
+        if mean <= hi:
+            ax.plot(i, mean, "o", color="white", mec="black", ms=4, zorder=3)
         out = d[d > hi]
         if out.size:
             clipped += out.size
             ax.plot([i] * out.size, [hi] * out.size, "^", color="tab:red", ms=6, clip_on=False, zorder=3)
-            ax.annotate(f"{out.size} > {hi:.2g}\n(max {out.max():.2g})", (i, hi), xytext=(4, -14),
-                        textcoords="offset points", fontsize=6, color="tab:red")
+            text = f"{out.size} > {hi:.2g}\n(max {out.max():.2g}" + (f",\nmean {mean:.2g})" if mean > hi else ")")
+            ax.annotate(text, (i, hi), xytext=(4, -14 if mean <= hi else -22), textcoords="offset points",
+                        fontsize=6, color="tab:red")
     ax.set_ylim(0.0, hi)
     ax.set_xticks(range(1, len(labels) + 1))
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
