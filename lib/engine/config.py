@@ -61,6 +61,8 @@ DEFAULTS: dict[str, Any] = {
         "plateau_patience": 5,
         "min_lr": 1.0e-8,
         "early_stop_patience": 15,  # evaluations without improvement; None disables
+        "lr_schedule": "plateau",  # plateau: ReduceLROnPlateau on validation | cosine: cosine decay over the run
+        "warmup_steps": 0,         # linear learning-rate warmup over the first N steps (either schedule)
         "time_limit_s": None,      # stop (after validating) once the run has used this much time; None: no limit
         "time_clock": "cpu",       # cpu: CPU seconds of the training process | wall: wall-clock seconds
     },

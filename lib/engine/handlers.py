@@ -69,6 +69,51 @@ def attach_plateau(evaluator: Engine, optimizer: torch.optim.Optimizer,
     return scheduler
 
 
+class LRSchedule:
+    """Learning rate set before every iteration: a linear warmup over ``warmup_steps`` from
+    ``lr / warmup_steps``, then (``cosine``) a cosine decay from ``lr`` to ``min_lr`` over the run.
+
+    With ``cosine``, the run's progress is the larger of the fraction of planned steps taken and the
+    fraction of the time budget (:class:`~e3relax.engine.budget.TimeBudget`) used, so a run limited
+    by CPU time still ends at ``min_lr``. The rate depends only on the iteration and the budget used,
+    both restored on resume, so a resumed run follows the same schedule exactly. With ``plateau``
+    only the warmup is applied here; ``ReduceLROnPlateau`` takes over after it.
+    """
+
+    KINDS = ("plateau", "cosine")
+
+    def __init__(self, optimizer: torch.optim.Optimizer, kind: str, lr: float, min_lr: float, warmup_steps: int,
+                 total_steps: int, budget: Any = None) -> None:
+        if kind not in self.KINDS:
+            from e3relax.engine.config import ConfigError
+
+            raise ConfigError(f"schedule.lr_schedule: expected one of {', '.join(self.KINDS)}, got {kind!r}",
+                              "schedule.lr_schedule")
+        self.optimizer, self.kind, self.lr, self.min_lr = optimizer, kind, float(lr), float(min_lr)
+        self.warmup, self.total, self.budget = int(warmup_steps), max(1, int(total_steps)), budget
+
+    def value(self, iteration: int) -> float | None:
+        """The rate for 0-based ``iteration``; None when the plateau scheduler owns it."""
+        if iteration < self.warmup:
+            return self.lr * (iteration + 1) / self.warmup
+        if self.kind == "plateau":
+            return None
+        frac = (iteration - self.warmup) / max(1, self.total - self.warmup)
+        if self.budget is not None:
+            frac = max(frac, self.budget.used() / self.budget.seconds)
+        frac = min(1.0, frac)
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + math.cos(math.pi * frac))
+
+    def attach(self, trainer: Engine) -> "LRSchedule":
+        @trainer.on(Events.ITERATION_STARTED)
+        def _set(engine: Engine) -> None:
+            lr = self.value(engine.state.iteration - 1)
+            if lr is not None:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+        return self
+
+
 def attach_early_stopping(evaluator: Engine, trainer: Engine, patience: int | None) -> EarlyStopping | None:
     """Stop the trainer after ``patience`` evaluations without a better validation coordinate MAE."""
     if not patience:

@@ -32,8 +32,8 @@ from e3relax.engine.data import build_dataset, collate, eval_loader, prepare_bat
 from e3relax.engine.evaluator import create_evaluator
 from e3relax.errors import InputError, Interrupted
 from e3relax.metrics import MAE_POS, MAE_VOL, POOLED_MAE_POS, SHAPE_DEV
-from e3relax.engine.handlers import (SignalStop, StepTimer, attach_checkpoints, attach_early_stopping, attach_ema,
-                                     attach_nan_guard, attach_plateau)
+from e3relax.engine.handlers import (LRSchedule, SignalStop, StepTimer, attach_checkpoints, attach_early_stopping,
+                                     attach_ema, attach_nan_guard, attach_plateau)
 from e3relax import keys
 
 __all__ = ["train", "training", "create_trainer", "resolve_device", "resolve_dtype", "seed_everything",
@@ -157,7 +157,9 @@ def _attach_validation(trainer: Engine, evaluator: Engine, optimizer, val_ds, co
     vloader = eval_loader(val_ds, int(data_cfg["val_batch_size"] or data_cfg["batch_size"]),
                           int(data_cfg["num_workers"]), data_cfg["max_val_structures"])
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: evaluator.run(vloader))
-    out: dict[str, Any] = {"scheduler": attach_plateau(evaluator, optimizer, config["schedule"])}
+    out: dict[str, Any] = {}
+    if config["schedule"]["lr_schedule"] == "plateau":
+        out["scheduler"] = attach_plateau(evaluator, optimizer, config["schedule"])
     stopper = attach_early_stopping(evaluator, trainer, config["schedule"]["early_stop_patience"])
     if stopper is not None:
         out["early_stopping"] = stopper
@@ -297,6 +299,9 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     objects: dict[str, Any] = {"model": model, "ema_model": ema.ema_model, "optimizer": optimizer, "trainer": trainer}
     objects.update(_attach_validation(trainer, evaluator, optimizer, val_ds, config))
     objects.update(_attach_budget(trainer, evaluator, config["schedule"]))
+    sched = config["schedule"]
+    LRSchedule(optimizer, sched["lr_schedule"], config["optim"]["lr"], sched["min_lr"], sched["warmup_steps"],
+               int(sched["max_epochs"]) * int(sched["epoch_length"]), objects.get("time_budget")).attach(trainer)
     if scaler is not None:
         objects["scaler"] = scaler
     ckpt_cfg = config["checkpoint"]
@@ -308,7 +313,6 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     if rank == 0:  # written once data, model and hooks are ready: a failed start leaves no config.yaml
         save_config(config, run_dir / "config.yaml")
     stop = SignalStop(last).attach(trainer)  # last: after every other handler of an iteration
-    sched = config["schedule"]
     if resume:
         Checkpoint.load_objects(full, load_checkpoint(run_dir))
         if trainer.state.iteration >= int(sched["max_epochs"]) * int(sched["epoch_length"]):
