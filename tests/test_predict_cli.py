@@ -68,7 +68,8 @@ def test_predict_writes_every_structure(inputs, ckpt, tmp_path, fmt):
                "--batch-size", "2", "--no-progress"])
     assert rc == 0
     written = sorted(p.name for p in out.iterdir())
-    assert written == sorted([f"nacl.{fmt}", f"my_structure.{fmt}", f"CONTCAR.{fmt}", f"frames_0.{fmt}",
+    contcar = "CONTCAR" if fmt == "vasp" else "relaxed"  # ASE and pymatgen read any *CONTCAR* as VASP
+    assert written == sorted([f"nacl.{fmt}", f"my_structure.{fmt}", f"{contcar}.{fmt}", f"frames_0.{fmt}",
                               f"frames_1.{fmt}", "summary.csv"])
     src = read(inputs / "my_structure", format="vasp")
     got = read(out / f"my_structure.{fmt}")
