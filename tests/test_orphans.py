@@ -58,14 +58,13 @@ def _wait_stopped(procs: list, timeout: float) -> tuple[float, list]:
     return time.monotonic() - t0, [p for p in procs if not _stopped(p)]
 
 
-def test_workers_stop_when_the_converter_is_killed(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "e3relax.cli.main", "data", "convert", "test_orphans.SlowImporter",
-           "--src", str(tmp_path), "--out", str(tmp_path / "out"), "--workers", "2", "--no-progress"]
+def _assert_workers_end_with(cmd: list[str], what: str, env: dict | None = None, busy_s: float = 0.5) -> None:
+    """Start ``cmd`` (a pool of 2 workers), SIGKILL it once both are busy, and require that its
+    workers stop within 2 s."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         workers = _workers(proc, 2)
-        time.sleep(0.5)  # both busy with an item
+        time.sleep(busy_s)  # both busy with an item
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         elapsed, alive = _wait_stopped(workers, timeout=10)
@@ -74,8 +73,15 @@ def test_workers_stop_when_the_converter_is_killed(tmp_path):
             proc.kill()
     for p in alive:
         p.kill()
-    assert not alive, f"{len(alive)} worker(s) still running 10 s after the converter was killed"
-    assert elapsed < 2.0, f"workers took {elapsed:.1f} s to stop"
+    assert not alive, f"{len(alive)} worker(s) still running 10 s after the {what} was killed"
+    assert elapsed < 2.0, f"{what} workers took {elapsed:.1f} s to stop"
+
+
+def test_workers_stop_when_the_converter_is_killed(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "e3relax.cli.main", "data", "convert", "test_orphans.SlowImporter",
+           "--src", str(tmp_path), "--out", str(tmp_path / "out"), "--workers", "2", "--no-progress"]
+    _assert_workers_end_with(cmd, "converter", env)
 
 
 def test_die_with_parent_uses_the_kernel_on_linux():
@@ -93,17 +99,4 @@ def test_die_with_parent_uses_the_kernel_on_linux():
 def test_generator_workers_stop_when_the_generator_is_killed(tmp_path):
     cmd = [sys.executable, "-m", "e3relax.cli.main", "data", "generate", "--n", "100000", "--relaxer", "emt",
            "--out", str(tmp_path / "gen"), "--workers", "2", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        workers = _workers(proc, 2)
-        time.sleep(1.0)  # both started relaxing
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-        elapsed, alive = _wait_stopped(workers, timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    for p in alive:
-        p.kill()
-    assert not alive, f"{len(alive)} generator worker(s) still running 10 s after the generator was killed"
-    assert elapsed < 2.0, f"generator workers took {elapsed:.1f} s to stop"
+    _assert_workers_end_with(cmd, "generator", busy_s=1.0)
