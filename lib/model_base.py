@@ -19,11 +19,32 @@ from e3relax import keys
 from e3relax.geometry import edge_vectors
 from e3relax.types import RelaxOutput
 
-__all__ = ["SymmetryLaws", "declared_laws", "compose_laws", "RelaxModel", "ModelInputs", "prepare_inputs",
+__all__ = ["ZERO_INIT_LR_SCALE", "scale_lr_", "param_groups", "SymmetryLaws", "declared_laws", "compose_laws", "RelaxModel", "ModelInputs", "prepare_inputs",
            "dataset_graph", "check_graph", "GraphMismatchError"]
 
 _TRANSLATION = ("cartesian", "fractional", "none")  # later entries override earlier ones when composed
 _WRAP = ("input_cell", "predicted_cell", "none")
+
+
+#: learning-rate multiplier of a zero-initialised last projection: it grows from zero to the size of
+#: a default initialisation within tens of steps instead of hundreds (docs/models_e3relax.md)
+ZERO_INIT_LR_SCALE = 10.0
+
+
+def scale_lr_(param: torch.nn.Parameter, scale: float = ZERO_INIT_LR_SCALE) -> torch.nn.Parameter:
+    """Tag ``param`` to train with ``scale`` times the run's learning rate (see :func:`param_groups`)."""
+    param.lr_scale = float(scale)
+    return param
+
+
+def param_groups(model: torch.nn.Module, lr: float) -> list[dict]:
+    """Optimiser parameter groups: one per ``lr_scale`` tag (untagged: 1), ``lr`` times the scale,
+    with ``lr_scale`` kept in the group so that learning-rate schedules keep the ratio."""
+    groups: dict[float, list] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault(float(getattr(p, "lr_scale", 1.0)), []).append(p)
+    return [{"params": ps, "lr": lr * s, "lr_scale": s} for s, ps in sorted(groups.items())]
 
 
 @dataclass(frozen=True)
@@ -130,6 +151,26 @@ class RelaxModel(torch.nn.Module):
     def laws(self) -> SymmetryLaws:
         """Symmetry laws of this instance, composed over the model and all its sub-modules."""
         return compose_laws((declared_laws(m) for m in self.modules()), self.measured_errors)
+
+    def set_prior(self, prior: Optional[torch.nn.Module]) -> None:
+        """Attach a composition prior (``PRIORS``) as the sub-module ``prior`` (its fitted values travel
+        in the state_dict): :meth:`inputs` then hands the model the input the prior predicts, so the
+        model starts from the prior and learns the residual."""
+        if prior is not None and hasattr(prior, "attach_to"):
+            self.prior = None
+            prior.attach_to(self.laws())
+        self.prior = prior
+
+    def inputs(self, data, self_image_edges: bool = True, geometry: bool = True) -> "ModelInputs":
+        """:func:`prepare_inputs`, with positions and cell mapped by the prior when one is attached."""
+        prior = getattr(self, "prior", None)
+        if prior is None:
+            return prepare_inputs(data, self_image_edges, geometry)
+        inp = prepare_inputs(data, self_image_edges, geometry=False)
+        inp.pos, inp.cell = prior(inp.pos, inp.cell, inp.z, inp.batch, inp.num_graphs)
+        if geometry:
+            inp.vec, inp.dist = inp.edge_vectors()
+        return inp
 
     def forward(self, data) -> RelaxOutput:  # pragma: no cover - abstract
         raise NotImplementedError

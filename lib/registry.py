@@ -248,8 +248,24 @@ def _graph_base() -> type:
     return GraphBuilder
 
 
+class ModelRegistry(Registry):
+    """The model registry: a spec may carry ``prior: <PRIORS spec>``, built and attached to the model
+    (``model.set_prior``) after the model itself."""
+
+    def build(self, spec: Any, **context: Any) -> Any:
+        if isinstance(spec, Mapping) and spec.get("prior") is not None:
+            prior = spec["prior"]
+            model = super().build({k: v for k, v in spec.items() if k != "prior"}, **context)
+            model.set_prior(PRIORS.build(prior))
+            return model
+        if isinstance(spec, Mapping) and "prior" in spec:
+            spec = {k: v for k, v in spec.items() if k != "prior"}
+        return super().build(spec, **context)
+
+
 BLOCKS = Registry("blocks", _module_base, modules=("e3relax.nn",))
-MODELS = Registry("models", _model_base, modules=("e3relax.models",))
+MODELS = ModelRegistry("models", _model_base, modules=("e3relax.models",))
+PRIORS = Registry("priors", _module_base, modules=("e3relax.priors",))
 HEADS = Registry("heads", _module_base, modules=("e3relax.nn",))
 LOSSES = Registry("losses", _module_base, modules=("e3relax.losses", "e3relax.nn"))
 IMPORTERS = Registry("importers", _importer_base, modules=("e3relax.datasets.importers",))

@@ -7,7 +7,7 @@ import torch
 
 from e3relax import keys
 from e3relax import losses  # noqa: F401  (registers the "laplace_distance" loss)
-from e3relax.model_base import RelaxModel, SymmetryLaws, prepare_inputs
+from e3relax.model_base import RelaxModel, SymmetryLaws
 from e3relax.nn import deeprelax as dr
 from e3relax.registry import BLOCKS, HEADS, MODELS
 from e3relax.types import RelaxOutput
@@ -31,7 +31,10 @@ class DeepRelax(RelaxModel):
     ``laplace_distance`` loss (predicted distances are in ``RelaxOutput.extras``).
 
     In training mode the solver is skipped (``pos = [pos_u]``) unless ``solve_in_training``; in
-    eval mode it runs (batched, vectorised, Adam). Sized by the constructor (original: F 512,
+    eval mode it runs (batched, vectorised, Adam). Identity at initialisation
+    (``residual_distances``, default): both distance heads predict a change of the input distance,
+    starting at zero, and the lattice head starts at ``L_u``, so the solver starts inside every
+    interval and keeps ``r_u`` (``False``: the original absolute distances). Sized by the constructor (original: F 512,
     4 layers, 128 RBF to 30 A, PE 128; CPU config F 64, 3 layers, 32 RBF, PE 32).
 
     Symmetry (composed from the components' declarations, the same in training and eval mode):
@@ -53,7 +56,7 @@ class DeepRelax(RelaxModel):
                  cutoff: float = 30.0, offset_channels: int = 128, max_displace_neighbors: int = 20,
                  radial: Any = None, message: Any = "scalar_vector_message", update: Any = "painn_update",
                  lattice_head: Any = "deeprelax_lattice", solver: Any = "deeprelax_edg_solver",
-                 solve_in_training: bool = False) -> None:
+                 solve_in_training: bool = False, residual_distances: bool = True) -> None:
         super().__init__()
         if offset_channels % 2:
             raise ValueError(f"deeprelax: offset_channels must be even, got {offset_channels}")
@@ -65,7 +68,7 @@ class DeepRelax(RelaxModel):
         self.stack = BLOCKS.build({"name": "painn_stack", "hidden_channels": hidden_channels, "num_layers": num_layers,
                                    "edge_channels": edge_channels, "message": message, "update": update})
         distance = {"name": "deeprelax_distance_head", "hidden_channels": hidden_channels,
-                    "edge_channels": edge_channels}
+                    "edge_channels": edge_channels, "residual": residual_distances}
         self.displace_head = BLOCKS.build(distance)
         self.relaxed_head = BLOCKS.build(distance)
         self.lattice = HEADS.build(lattice_head, hidden_channels=hidden_channels)
@@ -89,7 +92,7 @@ class DeepRelax(RelaxModel):
         return edge_index, cell_offsets, intra.shape[1]
 
     def forward(self, data) -> RelaxOutput:
-        inp = prepare_inputs(data, geometry=False)
+        inp = self.inputs(data, geometry=False)
         pos, cell, batch = inp.pos, inp.cell, inp.batch
         edge_index, cell_offsets, num_intra = self.edge_sets(data, pos, batch)
         vec, dist = inp.edge_vectors(edge_index=edge_index, cell_offsets=cell_offsets)
@@ -98,8 +101,8 @@ class DeepRelax(RelaxModel):
         s, v = self.embed(inp.z)
         s, v = self.stack(s.to(pos.dtype), v.to(pos.dtype), edge_feat, -vec / dist[:, None], edge_index)
         disp_index = edge_index[:, :num_intra]
-        mu_d, logb_d = self.displace_head(s, edge_feat[:num_intra], disp_index)
-        mu_r, logb_r = self.relaxed_head(s, edge_feat, edge_index)
+        mu_d, logb_d = self.displace_head(s, edge_feat[:num_intra], disp_index, dist[:num_intra])
+        mu_r, logb_r = self.relaxed_head(s, edge_feat, edge_index, dist)
         cell_hat = self.lattice(s, cell, batch, inp.num_graphs)
         extras = {dr.DISPLACE_MU: mu_d, dr.DISPLACE_LOGB: logb_d, dr.DISPLACE_EDGE_INDEX: disp_index,
                   dr.RELAXED_MU: mu_r, dr.RELAXED_LOGB: logb_r, dr.RELAXED_EDGE_INDEX: edge_index,

@@ -1,7 +1,7 @@
 """The Dummy baseline: predicts the unrelaxed structure."""
 from __future__ import annotations
 
-from e3relax.model_base import RelaxModel, prepare_inputs
+from e3relax.model_base import RelaxModel
 from e3relax.types import RelaxOutput
 from e3relax.registry import MODELS
 
@@ -18,5 +18,5 @@ class Dummy(RelaxModel):
     """
 
     def forward(self, data) -> RelaxOutput:
-        inp = prepare_inputs(data, geometry=False)
+        inp = self.inputs(data, geometry=False)
         return RelaxOutput(pos=[inp.pos], cell=[inp.cell])

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from e3relax.models.relax_net import RelaxNet
+from e3relax.nn.lattice import MAX_STRAIN
 from e3relax.nn.embedding import NUM_ELEMENTS
 from e3relax.registry import MODELS
 
@@ -67,6 +68,14 @@ class E3Relax(RelaxNet):
         cell_head: HEADS spec of the pooled lattice readout used when ``lattice_nodes=False``.
         progressive: False = ablation that updates positions and cell only in the last layer.
         self_image_edges: False = ablation that drops self-image edges at run time.
+        identity_init: zero last projections of the position and lattice updates, so every layer
+            predicts its input at initialisation (default; ``paper_faithful``: the reference's init).
+        bound_strain: saturate each layer's lattice-vector updates below ``max_strain`` times the
+            vector's length (default; ``paper_faithful``: unbounded, as the reference).
+        max_strain: that bound (see :class:`~e3relax.nn.lattice.LatticeUpdate`).
+
+    Initialisation: ``paper_faithful`` keeps the reference's (PyTorch default) initialisation and an
+    unbounded cell update, on purpose; its measured initial cell change is in docs/models_e3relax.md.
     """
 
     def __init__(
@@ -88,6 +97,9 @@ class E3Relax(RelaxNet):
         cell_head: Any = "equivariant_lattice",
         progressive: bool = True,
         self_image_edges: bool = True,
+        identity_init: Optional[bool] = None,
+        bound_strain: Optional[bool] = None,
+        max_strain: float = MAX_STRAIN,
     ) -> None:
         pf = paper_faithful
         self.paper_faithful = pf
@@ -98,6 +110,8 @@ class E3Relax(RelaxNet):
             transpose_cell_update=pf if transpose_cell_update is None else transpose_cell_update,
             affine_strain_positions=(not pf) if affine_strain_positions is None else affine_strain_positions,
             position_step_scale=(0.5 if pf else 1.0) if position_step_scale is None else position_step_scale,
+            identity_init=(not pf) if identity_init is None else identity_init,
+            max_strain=(max_strain if (not pf if bound_strain is None else bound_strain) else None),
         )
         super().__init__(**self.stack_spec(
             hidden_channels=hidden_channels, num_layers=num_layers, num_rbf=num_rbf, rbf_cutoff=rbf_cutoff,
@@ -112,10 +126,14 @@ class E3Relax(RelaxNet):
         hidden_channels: int, num_layers: int, num_rbf: int, rbf_cutoff: float, rbf: str, num_elements: int,
         lattice_nodes: bool, cell_head: Any, progressive: bool, self_image_edges: bool,
         lattice_atom_mode: str, per_lattice_params: bool, replace_vectors: bool, transpose_cell_update: bool,
-        affine_strain_positions: bool, position_step_scale: float,
+        affine_strain_positions: bool, position_step_scale: float, identity_init: bool = True,
+        max_strain: Optional[float] = MAX_STRAIN,
     ) -> dict:
-        """The :class:`RelaxNet` keywords of this configuration (what ``e3relax_stack.yaml`` spells out)."""
-        position = {"name": "position_update", "step_scale": position_step_scale}
+        """The :class:`RelaxNet` keywords of this configuration (what ``e3relax_stack.yaml`` spells out;
+        initialisation and strain bound only where they differ from the blocks' defaults)."""
+        init = {} if identity_init else {"identity_init": False}
+        strain = {} if max_strain == MAX_STRAIN else {"max_strain": max_strain}
+        position = {"name": "position_update", "step_scale": position_step_scale, **init}
         if lattice_nodes:
             layer = [
                 {"name": "lattice_atom_interaction", "per_lattice_params": per_lattice_params,
@@ -123,7 +141,7 @@ class E3Relax(RelaxNet):
                 "scalar_vector_message", "tanh_self_update", position,
                 {"name": "lattice_node_update", "per_lattice_params": per_lattice_params},
                 {"name": "lattice_update", "per_lattice_params": per_lattice_params,
-                 "transpose": transpose_cell_update, "affine_positions": affine_strain_positions},
+                 "transpose": transpose_cell_update, "affine_positions": affine_strain_positions, **init, **strain},
             ]
             heads = None
         else:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from e3relax.model_base import RelaxModel, prepare_inputs
+from e3relax.model_base import RelaxModel, scale_lr_
 from e3relax.nn.embedding import NUM_ELEMENTS
 from e3relax.nn.equiformer_v2.so3 import edge_wigner
 from e3relax.registry import BLOCKS, HEADS, MODELS
@@ -37,6 +37,9 @@ class EquiformerV2(RelaxModel):
     12 blocks, C 128, lmax 6, mmax 2, 8 heads, 600 Gaussians); one shared pair of atom-edge
     embeddings instead of one per block; the roll angle about each edge is 0 instead of random
     (the SO(2) convolution is equivariant to it); no dropout / drop-path.
+
+    Identity at initialisation (``identity_init``, default): the displacement head's last
+    projection and the lattice head's last linear start at zero.
 
     Symmetry: positions are translation-, permutation- and wrap-equivariant exactly; rotation
     exactly with ``activation="eqv2_gate_activation"``, within the S2-grid quadrature error with the
@@ -67,6 +70,7 @@ class EquiformerV2(RelaxModel):
         avg_degree: float = 20.0,
         activation: Any = "separable_s2_activation",
         lattice_head: Any = "deeprelax_lattice",
+        identity_init: bool = True,
     ) -> None:
         super().__init__()
         c = hidden_channels
@@ -89,6 +93,9 @@ class EquiformerV2(RelaxModel):
         self.displacement = BLOCKS.build({"name": "so2_graph_attention", "channels": c,
                                           "hidden_channels": attn_hidden_channels, "out_channels": 1, **attention})
         self.lattice = HEADS.build(lattice_head, hidden_channels=c)
+        if identity_init:  # the displacement head's last projection starts at zero: r_hat = r_u
+            scale_lr_(nn.init.zeros_(self.displacement.proj.weight))
+            scale_lr_(nn.init.zeros_(self.displacement.proj.bias))
 
     @classmethod
     def test_config(cls) -> dict:
@@ -97,7 +104,7 @@ class EquiformerV2(RelaxModel):
                 "edge_channels": 8, "num_rbf": 8, "activation": "eqv2_gate_activation"}
 
     def forward(self, data) -> RelaxOutput:
-        inp = prepare_inputs(data)
+        inp = self.inputs(data)
         z, edge_index = inp.z, inp.edge_index
         wigner = edge_wigner(inp.vec, self.lmax)
         j, i = edge_index[0], edge_index[1]

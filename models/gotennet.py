@@ -6,7 +6,7 @@ from typing import Any
 from e3nn import o3
 from torch import nn
 
-from e3relax.model_base import RelaxModel, prepare_inputs
+from e3relax.model_base import RelaxModel
 from e3relax.nn.embedding import NUM_ELEMENTS
 from e3relax.registry import BLOCKS, HEADS, MODELS
 from e3relax.types import RelaxOutput
@@ -88,7 +88,7 @@ class GotenNet(RelaxModel):
         return {"hidden_channels": 8, "num_layers": 2, "num_rbf": 8, "num_heads": 2, "attn_dropout": 0.0}
 
     def forward(self, data) -> RelaxOutput:
-        inp = prepare_inputs(data)
+        inp = self.inputs(data)
         edge_index, dist, z = inp.edge_index, inp.dist, inp.z
         rsh = o3.spherical_harmonics(self.irreps, inp.vec, normalize=True, normalization="norm")
         rbf = self.rbf(dist)

@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 from torch import nn
 
-from e3relax.model_base import RelaxModel, prepare_inputs
+from e3relax.model_base import RelaxModel, scale_lr_
 from e3relax.nn.embedding import NUM_ELEMENTS
 from e3relax.registry import BLOCKS, HEADS, MODELS
 from e3relax.types import RelaxOutput
@@ -40,6 +40,8 @@ class HEGNN(RelaxModel):
         coord_init_gain: see :class:`~e3relax.nn.hegnn.HEGNNLayer`.
         lattice_head: spec of a lattice head in ``HEADS``.
         cell_every_layer: apply the lattice head to every layer's features.
+        identity_init: zero the last linear of every ``phi_x``, so every layer predicts its input
+            at initialisation (overrides ``coord_init_gain``).
     """
 
     measured_errors = {"rotation": "6.5 A (cell; positions ~1e-15)", "reflection": "4.1 A (cell; positions ~1e-15)"}
@@ -55,6 +57,7 @@ class HEGNN(RelaxModel):
         coord_init_gain: Optional[float] = None,
         lattice_head: Any = "deeprelax_lattice",
         cell_every_layer: bool = True,
+        identity_init: bool = True,
     ) -> None:
         super().__init__()
         f = hidden_channels
@@ -68,6 +71,10 @@ class HEGNN(RelaxModel):
                  "normalize": normalize, "coord_init_gain": coord_init_gain}
         self.layers = nn.ModuleList(BLOCKS.build(layer) for _ in range(num_layers))
         self.lattice_head = HEADS.build(lattice_head, hidden_channels=f)
+        if identity_init:
+            for layer in self.layers:
+                scale_lr_(nn.init.zeros_(layer.coord[-1].weight))
+                scale_lr_(nn.init.zeros_(layer.coord[-1].bias))
 
     @classmethod
     def test_config(cls) -> dict:
@@ -75,7 +82,7 @@ class HEGNN(RelaxModel):
                 "edge_basis": {"name": "expnorm_rbf", "num_rbf": 8, "cutoff": 6.0}}
 
     def forward(self, data) -> RelaxOutput:
-        inp = prepare_inputs(data)
+        inp = self.inputs(data)
         pos, vec = inp.pos, inp.vec
         h = self.embedding(inp.z)
         edge_attr = self.edge_attr(inp.dist, inp.edge_type)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from e3relax.model_base import RelaxModel, prepare_inputs
+from e3relax.model_base import RelaxModel
 from e3relax.registry import BLOCKS, HEADS, MODELS
 from e3relax.types import RelaxOutput
 
@@ -51,7 +51,7 @@ class PaiNN(RelaxModel):
         return {"hidden_channels": 8, "num_layers": 2, "num_rbf": 8, "cutoff": 8.0}
 
     def forward(self, data) -> RelaxOutput:
-        inp = prepare_inputs(data)
+        inp = self.inputs(data)
         s, v = self.embed(inp.z)
         s, v = s.to(inp.pos.dtype), v.to(inp.pos.dtype)
         s, v = self.stack(s, v, self.radial(inp.dist), inp.unit, inp.edge_index)

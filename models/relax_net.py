@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from e3relax.geometry import edge_vectors, to_cartesian, to_fractional
-from e3relax.model_base import RelaxModel, prepare_inputs
+from e3relax.model_base import RelaxModel
 from e3relax.nn.common import PROVIDED_FIELDS, LayerState, kernel
 from e3relax.nn.lattice import ATOMS_RIDE_CELL, CELL_MOVES_ATOMS_STAY
 from e3relax.registry import BLOCKS, HEADS, MODELS
@@ -162,7 +162,7 @@ class RelaxNet(RelaxModel):
         }
 
     def initial_state(self, data) -> LayerState:
-        inp = prepare_inputs(data, self_image_edges=self.self_image_edges, geometry=False)
+        inp = self.inputs(data, self_image_edges=self.self_image_edges, geometry=False)
         state = LayerState(
             pos=inp.pos, cell=inp.cell, pos_u=inp.pos, cell_u=inp.cell, batch=inp.batch, num_graphs=inp.num_graphs,
             z=inp.z, edge_index=inp.edge_index, cell_offsets=inp.cell_offsets, radial=self.radial,

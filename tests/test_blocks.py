@@ -209,11 +209,10 @@ def test_lattice_update_rows_are_equivariant_columns_are_not(affine):
 
 def test_lattice_update_rows_columns_and_affine_positions():
     torch.manual_seed(0)
-    rows = BLOCKS.build({"name": "lattice_update", "hidden_channels": 6, "per_lattice_params": True}).double()
-    cols = BLOCKS.build({"name": "lattice_update", "hidden_channels": 6, "per_lattice_params": True,
-                         "transpose": True}).double()
-    aff = BLOCKS.build({"name": "lattice_update", "hidden_channels": 6, "per_lattice_params": True,
-                        "affine_positions": True}).double()
+    ref = {"name": "lattice_update", "hidden_channels": 6, "per_lattice_params": True, "identity_init": False}
+    rows = BLOCKS.build(ref).double()
+    cols = BLOCKS.build({**ref, "transpose": True}).double()
+    aff = BLOCKS.build({**ref, "affine_positions": True}).double()
     cols.load_state_dict(rows.state_dict())
     aff.load_state_dict(rows.state_dict())
     ybar = torch.randn(1, 3, 3, 6)
@@ -255,3 +254,36 @@ def test_lattice_atom_interaction_rejects_unknown_geometry():
     with pytest.raises(ValueError, match="geometry_mode 'tip' unknown"):
         BLOCKS.build({"name": "lattice_atom_interaction", "hidden_channels": 4, "num_rbf": 3,
                       "geometry_mode": "tip"})
+
+
+def test_updates_start_at_zero_and_old_position_checkpoints_load_ungated():
+    torch.manual_seed(0)
+    s, v = torch.randn(5, 6), torch.randn(5, 3, 6) * 100
+    pos_block = BLOCKS.build({"name": "position_update", "hidden_channels": 6})
+    assert pos_block(s, v).abs().max() == 0
+    lat = BLOCKS.build({"name": "lattice_update", "hidden_channels": 6})
+    cell = (torch.eye(3) * 4 + 0.3 * torch.randn(3, 3))[None]
+    assert torch.equal(lat(torch.rand(4, 3), cell, torch.randn(1, 3, 3, 6) * 100, torch.zeros(4, dtype=torch.long))[1], cell)
+    old = {k: val for k, val in BLOCKS.build({"name": "position_update", "hidden_channels": 6,
+                                             "identity_init": False}).state_dict().items() if k != "alpha_gate"}
+    pos_block.load_state_dict(old)  # saved before the gate existed: gate 1, the old forward
+    assert torch.equal(pos_block.alpha_gate, torch.ones(6))
+
+
+def test_lattice_update_strain_is_bounded_and_equivariant():
+    """However large ybar, one layer moves lattice vector c by less than max_strain |l_c|; exactly O(3)."""
+    torch.manual_seed(0)
+    block = BLOCKS.build({"name": "lattice_update", "hidden_channels": 6, "identity_init": False}).double()
+    cell = (torch.eye(3) * 4 + 0.3 * torch.randn(3, 3)).double()[None]
+    pos, batch = torch.rand(4, 3).double() @ cell[0], torch.zeros(4, dtype=torch.long)
+    for scale in (1e-3, 1.0, 1e3, 1e6):
+        ybar = torch.randn(1, 3, 3, 6, dtype=torch.float64) * scale
+        _, new = block(pos, cell, ybar, batch)
+        change = torch.linalg.vector_norm(new - cell, dim=-1)
+        assert bool((change < block.max_strain * torch.linalg.vector_norm(cell, dim=-1)).all())
+        assert torch.isfinite(new).all() and bool((torch.linalg.det(new).abs() > 0.1 * torch.linalg.det(cell).abs()).all())
+    small = torch.randn(1, 3, 3, 6, dtype=torch.float64) * 1e-4  # a near-identity update is unchanged
+    torch.testing.assert_close(block.delta(small, cell), block.delta(small), rtol=1e-6, atol=0)
+    kinds = ("cartesian", "cartesian", "vector", "scalar")
+    assert_block_equivariant(block, (pos, cell, torch.randn(1, 3, 3, 6, dtype=torch.float64) * 1e3, batch),
+                             kinds=kinds, out_kinds=("cartesian", "cartesian"))

@@ -63,6 +63,6 @@ def test_registry_doc_error_messages_are_real():
 
     with pytest.raises(RegistryError, match="Did you mean 'gaussian_rbf'"):
         BLOCKS.get("gausian_rbf")
-    with pytest.raises(RegistryError, match=r"unknown keyword\(s\) step_scal; accepted: hidden_channels, step_scale"):
+    with pytest.raises(RegistryError, match=r"unknown keyword\(s\) step_scal; accepted: hidden_channels, identity_init, step_scale"):
         BLOCKS.build({"name": "position_update", "step_scal": 0.5}, hidden_channels=16)
     assert torch.get_default_dtype() == torch.float32

@@ -29,9 +29,32 @@ def inputs():
     return x, v, cell, batch
 
 
-def _build(name: str) -> torch.nn.Module:
+def _build(name: str, identity_init: bool = False) -> torch.nn.Module:
+    """A head with generic weights (the reference initialisation) unless ``identity_init``."""
     torch.manual_seed(1)
-    return HEADS.build({"name": name}, hidden_channels=F).double()
+    return HEADS.build({"name": name, "identity_init": identity_init}, hidden_channels=F).double()
+
+
+def test_heads_start_at_the_input(inputs):
+    """The default initialisation: zero displacement and the input cell, whatever the features."""
+    x, v, cell, batch = inputs
+    assert _build("gated_displacement", identity_init=True)(x * 100, v * 100).abs().max() == 0
+    for name in ("deeprelax_lattice", "equivariant_lattice"):
+        torch.testing.assert_close(_build(name, identity_init=True)(x * 100, cell, batch, 2), cell, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["deeprelax_lattice", "equivariant_lattice"])
+def test_lattice_head_strain_is_bounded(inputs, name):
+    """However large the decoded change, each lattice vector moves by less than max_strain x its length."""
+    x, _, cell, batch = inputs
+    head = _build(name)
+    with torch.no_grad():
+        head.out[-1].weight.mul_(1e4)
+    out = head(x, cell, batch, 2)
+    change = torch.linalg.vector_norm(out - cell, dim=-1)
+    bound = head.max_strain * torch.linalg.vector_norm(cell, dim=-1)
+    assert bool((change < bound).all()) and float((change / bound).max()) > 0.9
+    assert bool((torch.linalg.det(out).abs() > 0).all())
 
 
 def test_registered_names():

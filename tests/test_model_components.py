@@ -8,7 +8,7 @@ import torch
 
 from e3relax.model_base import SymmetryLaws, compose_laws, prepare_inputs
 from e3relax.nn.heads import CARTESIAN_CELL, DisplacementHead, LatticeHead
-from e3relax.registry import BLOCKS, GRAPHS, HEADS, MODELS
+from e3relax.registry import BLOCKS, GRAPHS, HEADS, MODELS, PRIORS
 from e3relax.testing import make_batch, perturb_, random_structure, to_data
 
 TOOLKIT_MODELS = [n for n in MODELS.names() if MODELS.get(n).__module__.startswith("e3relax.")]
@@ -44,7 +44,7 @@ def test_prepare_inputs_defaults_for_an_unbatched_data():
 
 @pytest.mark.parametrize("name", TOOLKIT_MODELS)
 def test_baselines_build_their_blocks_through_the_registry(name):
-    """Every toolkit component a model holds directly came from BLOCKS or HEADS."""
+    """Every toolkit component a model holds directly came from BLOCKS, HEADS or PRIORS."""
     model = _model(name)
     children = []
     for child in model.children():
@@ -53,7 +53,7 @@ def test_baselines_build_their_blocks_through_the_registry(name):
         for sub in (c if isinstance(c, torch.nn.ModuleList) else [c]):
             if type(sub).__module__.startswith("e3relax."):
                 reg = getattr(type(sub), "registry_name", None)
-                assert reg in BLOCKS or reg in HEADS, f"{name}: {type(sub).__name__} is not built from a registry"
+                assert reg in BLOCKS or reg in HEADS or reg in PRIORS, f"{name}: {type(sub).__name__} is not built from a registry"
 
 
 # ----------------------------------------------------------------------------- typed heads

@@ -15,7 +15,8 @@ from e3relax.predict.geometry import SanityLimits, close_contacts, keep_vacuum, 
 from e3relax.predict.pretrained import export_slim, resolve_checkpoints
 from e3relax.registry import GRAPHS, MODELS
 
-TINY = {"name": "e3relax", "hidden_channels": 8, "num_layers": 2, "num_rbf": 8}
+#: an untrained model that moves atoms and cell (the reference initialisation; the default starts at its input)
+TINY = {"name": "e3relax", "hidden_channels": 8, "num_layers": 2, "num_rbf": 8, "identity_init": False}
 GRAPH = {"name": "periodic_multi_edge", "cutoff": 5.0, "max_neighbors": 12}
 
 

@@ -127,6 +127,18 @@ def _annotation_kinds(param: inspect.Parameter) -> tuple[tuple[type, ...], bool]
     return None
 
 
+def _check_prior(spec: Any, error: Callable) -> None:
+    from e3relax.registry import PRIORS, RegistryError
+
+    if spec is None:
+        return
+    name = spec.get("name") if isinstance(spec, dict) else spec
+    try:
+        PRIORS.get(name)
+    except RegistryError as exc:
+        raise error(f"model.prior: {exc}", "model.prior") from exc
+
+
 def check_spec_types(section: str, spec: dict[str, Any], error: Callable = ValueError) -> None:
     """Check the keyword arguments of a ``model`` or ``loss`` spec against its class's constructor.
 
@@ -147,6 +159,9 @@ def check_spec_types(section: str, spec: dict[str, Any], error: Callable = Value
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     for key, value in spec.items():
         if key == "name":
+            continue
+        if section == "model" and key == "prior":  # any model takes a composition prior (PRIORS)
+            _check_prior(value, error)
             continue
         dotted = f"{section}.{key}"
         param = params.get(key)

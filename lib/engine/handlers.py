@@ -110,7 +110,7 @@ class LRSchedule:
             lr = self.value(engine.state.iteration - 1)
             if lr is not None:
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
         return self
 
 

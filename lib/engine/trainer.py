@@ -112,8 +112,12 @@ def _build_model(config: Mapping[str, Any], device: torch.device, dtype: torch.d
 
 
 def _build_optimizer(model: torch.nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]),
-                            amsgrad=bool(cfg["amsgrad"]), betas=tuple(float(b) for b in cfg["betas"]))
+    from e3relax.model_base import param_groups
+
+    # zero-initialised last projections carry an lr_scale (models start at their input, then catch up)
+    opt = torch.optim.AdamW(param_groups(model, float(cfg["lr"])), lr=float(cfg["lr"]),
+                            weight_decay=float(cfg["weight_decay"]), amsgrad=bool(cfg["amsgrad"]),
+                            betas=tuple(float(b) for b in cfg["betas"]))
     return idist.auto_optim(opt)
 
 

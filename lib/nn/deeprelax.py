@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter, to_dense_batch
 
-from e3relax.model_base import SymmetryLaws
+from e3relax.model_base import SymmetryLaws, scale_lr_
 from e3relax.nn.common import Block, mlp
 from e3relax.registry import BLOCKS
 
@@ -94,25 +94,37 @@ class DistanceHead(Block):
         mean_init: initial bias of the mean output (Angstrom). The reference starts at 0, where
             the ReLU can be dead for every edge at small widths and never recover; a typical
             interatomic distance keeps it active.
+        residual: predict ``mu = ReLU(d_u + delta)``, a change of the input distance ``d_u`` (given
+            to :meth:`forward` as ``base``), with the last linear at zero: at initialisation
+            ``mu = d_u`` and ``log b = 0`` on every edge, so the solver keeps the input.
 
     Shapes:
         x: [N, F], edge_feat: [E, K], edge_index: [2, E]  ->  mu: [E], log_b: [E]
     """
 
-    def __init__(self, hidden_channels: int, edge_channels: int, mean_init: float = 3.0) -> None:
+    def __init__(self, hidden_channels: int, edge_channels: int, mean_init: float = 3.0,
+                 residual: bool = False) -> None:
         super().__init__()
         f = hidden_channels
+        self.residual = bool(residual)
         self.node = mlp([f, f], act_last=True)
         self.edge = mlp([edge_channels, f, f], act_last=True)
         self.out = mlp([3 * f, f, f, 2])
         with torch.no_grad():
-            self.out[-1].bias[0] = mean_init
+            if self.residual:
+                scale_lr_(self.out[-1].weight.zero_())
+                scale_lr_(self.out[-1].bias.zero_())
+            else:
+                self.out[-1].bias[0] = mean_init
 
-    def forward(self, x: torch.Tensor, edge_feat: torch.Tensor, edge_index: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, edge_feat: torch.Tensor, edge_index: torch.Tensor,
+                base: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shapes: base (the input distances, used when ``residual``): [E]."""
         j, i = edge_index[0], edge_index[1]
         h = self.node(x)
         mu, log_b = self.out(torch.cat([h[i], h[j], self.edge(edge_feat)], dim=-1)).unbind(-1)
+        if self.residual:
+            mu = mu + base
         return torch.relu(mu), log_b
 
 

@@ -21,6 +21,13 @@ Registered in :data:`e3relax.registry.HEADS`:
 Both lattice heads share one body (:class:`PooledLatticeHead`): sum pooling, an embedding of a
 9-number cell descriptor, an output MLP to 9 numbers; they differ in the descriptor and in how the
 9 numbers change the cell.
+
+Identity at initialisation: the last projection of every head starts at zero (``identity_init``,
+default), so a model predicts its input until the first optimiser step; the layers before it get
+gradients from the second step. The zeroed projection trains at ``ZERO_INIT_LR_SCALE`` (10) times
+the run's learning rate (:func:`e3relax.model_base.param_groups`), so it catches up within tens of steps. Bounded strain: each lattice head's update of lattice vector c is
+saturated below ``max_strain * |l_c|`` (default 0.5; :func:`~e3relax.nn.lattice.bounded_rows`), so
+one head cannot produce an unphysical cell.
 """
 from __future__ import annotations
 
@@ -30,8 +37,9 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
-from e3relax.model_base import SymmetryLaws
+from e3relax.model_base import SymmetryLaws, scale_lr_
 from e3relax.nn.common import Block, ScaledSiLU, mlp, xavier_
+from e3relax.nn.lattice import bounded_rows
 from e3relax.registry import HEADS
 
 __all__ = ["DisplacementHead", "LatticeHead", "PooledLatticeHead", "GatedEquivariantBlock",
@@ -123,16 +131,19 @@ class GatedDisplacementHead(DisplacementHead):
 
     Args:
         hidden_channels: F, width of the backbone's scalar and vector features.
+        identity_init: the last vector projection (``block2.vec2``) starts at zero: ``delta = 0``.
 
     Shapes:
         x: [N, F], v: [N, 3, F]  ->  delta: [N, 3]
     """
 
-    def __init__(self, hidden_channels: int) -> None:
+    def __init__(self, hidden_channels: int, identity_init: bool = True) -> None:
         super().__init__()
         mid = max(hidden_channels // 2, 1)
         self.block1 = GatedEquivariantBlock(hidden_channels, mid, scalar_activation=True)
         self.block2 = GatedEquivariantBlock(mid, 1, scalar_activation=False)
+        if identity_init:
+            scale_lr_(nn.init.zeros_(self.block2.vec2.weight))
 
     def forward(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         x, v = self.block1(x, v)
@@ -148,22 +159,35 @@ class PooledLatticeHead(LatticeHead):
         m = reshape(MLP_o([g || c]), 3, 3)                 2F -> F -> F -> 9
         L_hat = update(L_u, m)
 
-    Subclasses define :meth:`descriptor` and :meth:`update`. Xavier-uniform weights, zero biases.
+    Subclasses define :meth:`descriptor` and :meth:`update`. Xavier-uniform weights, zero biases;
+    with ``identity_init`` (default) the last linear of ``MLP_o`` is zero, so ``m = 0`` and
+    ``L_hat = L_u`` at initialisation. :meth:`bounded` saturates row c of the cell change below
+    ``max_strain * |l_u,c|`` (None: unbounded).
 
     Args:
         hidden_channels: F.
+        identity_init: zero last projection.
+        max_strain: bound of each lattice-vector change relative to its length.
 
     Shapes:
         x: [N, F], cell_u: [B, 3, 3], batch: [N]  ->  cell: [B, 3, 3]
     """
 
-    def __init__(self, hidden_channels: int) -> None:
+    def __init__(self, hidden_channels: int, identity_init: bool = True, max_strain: Optional[float] = 0.5) -> None:
         super().__init__()
         f = hidden_channels
+        self.max_strain = None if max_strain is None else float(max_strain)
         self.pool_proj = nn.Linear(f, f)
         self.cell_embed = mlp([9, f, f], act_last=True)
         self.out = mlp([2 * f, f, f, 9], act_last=False)
         xavier_(self)
+        if identity_init:
+            scale_lr_(nn.init.zeros_(self.out[-1].weight))
+            scale_lr_(self.out[-1].bias)
+
+    def bounded(self, delta: torch.Tensor, cell_u: torch.Tensor) -> torch.Tensor:
+        """``L_u + delta`` with each row of ``delta`` saturated. Shapes: [B, 3, 3] x 2 -> [B, 3, 3]."""
+        return cell_u + bounded_rows(delta, cell_u, self.max_strain)
 
     def descriptor(self, cell_u: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """9 numbers per structure describing the input cell. Shapes: [B, 3, 3] -> [B, 9]."""
@@ -188,7 +212,7 @@ class DeepRelaxLatticeHead(PooledLatticeHead):
     ::
 
         descriptor = vec(L_u)   (row-major flatten of the Cartesian cell)
-        L_hat = L_u + m
+        L_hat = L_u + m         (each row of m saturated below max_strain |l_u,c|)
 
     Not rotation- or reflection-equivariant: it reads and writes Cartesian cell components.
 
@@ -206,7 +230,7 @@ class DeepRelaxLatticeHead(PooledLatticeHead):
         return cell_u.reshape(-1, 9)
 
     def update(self, cell_u: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        return cell_u + m
+        return self.bounded(m, cell_u)
 
 
 @HEADS.register("equivariant_lattice")
@@ -218,7 +242,9 @@ class EquivariantLatticeHead(PooledLatticeHead):
 
     ``descriptor = vec(L_u L_u^T) / gram_scale`` (the Gram matrix), ``L_hat = L_u + M L_u`` with
     ``M = m`` (or ``(m + m^T)/2`` with ``symmetric``). Under ``L_u -> L_u R^T`` the Gram matrix and
-    the pooled ``g`` are unchanged, so ``L_hat -> L_hat R^T`` exactly, for proper and improper R.
+    the pooled ``g`` are unchanged, so ``L_hat -> L_hat R^T`` exactly, for proper and improper R
+    (the strain bound scales row c of ``M L_u`` by a function of its length and ``|l_u,c|``, both
+    invariant).
     ``M`` mixes lattice vectors (rows), i.e. it acts in the lattice basis. It is not invariant to
     the choice of cell (GL(3, Z)), like the DeepRelax head.
 
@@ -231,8 +257,9 @@ class EquivariantLatticeHead(PooledLatticeHead):
         x: [N, F], cell_u: [B, 3, 3], batch: [N]  ->  cell: [B, 3, 3]
     """
 
-    def __init__(self, hidden_channels: int, gram_scale: float = 25.0, symmetric: bool = False) -> None:
-        super().__init__(hidden_channels)
+    def __init__(self, hidden_channels: int, gram_scale: float = 25.0, symmetric: bool = False,
+                 identity_init: bool = True, max_strain: Optional[float] = 0.5) -> None:
+        super().__init__(hidden_channels, identity_init, max_strain)
         self.gram_scale = float(gram_scale)
         self.symmetric = bool(symmetric)
 
@@ -242,4 +269,4 @@ class EquivariantLatticeHead(PooledLatticeHead):
     def update(self, cell_u: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         if self.symmetric:
             m = 0.5 * (m + m.transpose(-1, -2))
-        return cell_u + m @ cell_u
+        return self.bounded(m @ cell_u, cell_u)

@@ -7,13 +7,14 @@ reference, which is not symmetric under relabelling the lattice vectors); ``Fals
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
 from e3relax.geometry import atom_lattice_vectors, to_cartesian, to_fractional
-from e3relax.model_base import SymmetryLaws
+from e3relax.model_base import SymmetryLaws, scale_lr_
 from e3relax.nn.common import Block, INV_SQRT_3, LayerState, StackedLinear, StackedMLP, vector_norm
 from e3relax.registry import BLOCKS
 
@@ -29,6 +30,26 @@ STRAIN_RESIDUAL = ("wrap is exact only for a fixed cell; a changing cell leaves 
 #: atoms carried with the strain of the predicted cell: fractional translation law, wrap by L_hat
 ATOMS_RIDE_CELL = SymmetryLaws(translation="fractional", wrap="predicted_cell")
 CELL_MOVES_ATOMS_STAY = SymmetryLaws(wrap="none", broken={"wrap": STRAIN_RESIDUAL})
+
+
+#: default per-layer bound of a lattice-vector update, relative to the vector's current length
+MAX_STRAIN = 0.25
+
+
+def bounded_rows(delta: torch.Tensor, cell: torch.Tensor, max_strain: Optional[float]) -> torch.Tensor:
+    """Saturate each row update ``d_c`` of ``cell`` smoothly below ``max_strain * |l_c|`` (None: unchanged).
+
+    ``d_c <- d_c * k|l_c| / sqrt((k|l_c|)^2 + |d_c|^2)``: linear for small updates (factor
+    ``1 - |d_c|^2 / (2 k^2 |l_c|^2)``), ``|d_c| < k|l_c|`` always, smooth everywhere (no division by
+    ``|d_c|``), and the factor is rotation-invariant, so an equivariant update stays exactly equivariant.
+
+    Shapes:
+        delta: [B, 3, 3] (rows added to the rows of cell); cell: [B, 3, 3] -> [B, 3, 3]
+    """
+    if max_strain is None:
+        return delta
+    bound = max_strain * torch.linalg.vector_norm(cell, dim=-1, keepdim=True)  # [B, 3, 1]
+    return delta * bound * torch.rsqrt(bound * bound + (delta * delta).sum(-1, keepdim=True))
 
 
 def _on_vectors(lin: nn.Module, t: torch.Tensor) -> torch.Tensor:
@@ -165,6 +186,16 @@ class LatticeUpdate(Block):
     reproduces the reference, which adds ``dl_c`` as column c (``L <- L + D^T``; not rotation
     equivariant). ``affine_positions=True`` carries atoms with the strain: ``r <- r L_old^-1 L_new``.
 
+    Bounded strain (``max_strain = k``, default 0.25): each row update is saturated smoothly,
+    ``d_c <- d_c k|l_c| / sqrt(k^2 |l_c|^2 + |d_c|^2)`` (:func:`bounded_rows`), so one layer changes
+    every lattice-vector length by a factor in ``(1 - k, 1 + k)`` and turns it by less than
+    ``asin(k)`` (14.5 deg); a near-identity update is unchanged to second order. ``None`` (the
+    reference, ``paper_faithful``) adds ``dl_c`` unbounded.
+
+    Identity at initialisation (``identity_init``, default): ``W_l = 0``, so ``L_hat = L`` exactly at
+    every layer until the first optimiser step (which moves ``W_l``; the blocks before it get
+    gradients from the second step). ``False`` keeps PyTorch's default (the reference).
+
     Symmetry: ``transpose`` breaks rotation and reflection; ``affine_positions`` turns the
     translation law fractional and wrapping into wrapping by the predicted cell; without it a
     changing cell breaks wrapping (strain residual in the next layer's geometry).
@@ -187,19 +218,27 @@ class LatticeUpdate(Block):
         per_lattice_params: bool = False,
         transpose: bool = False,
         affine_positions: bool = False,
+        identity_init: bool = True,
+        max_strain: Optional[float] = MAX_STRAIN,
     ) -> None:
         super().__init__()
         self.transpose = transpose
         self.affine_positions = affine_positions
+        self.max_strain = None if max_strain is None else float(max_strain)
         self.vec_out = StackedLinear(3 if per_lattice_params else 1, hidden_channels, 1, bias=False)
+        if identity_init:
+            nn.init.zeros_(self.vec_out.weight)
+            scale_lr_(self.vec_out.weight)
 
-    def delta(self, ybar: torch.Tensor) -> torch.Tensor:
-        """Cell change ``[B, 3, 3]`` (rows, or the reference's columns when ``transpose``)."""
+    def delta(self, ybar: torch.Tensor, cell: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Cell change ``[B, 3, 3]`` (rows, or the reference's columns when ``transpose``), bounded
+        relative to ``cell`` when it is given."""
         d = _on_vectors(self.vec_out, ybar).squeeze(-1)  # [B, 3(c), 3(xyz)]
-        return d.transpose(1, 2) if self.transpose else d
+        d = d.transpose(1, 2) if self.transpose else d
+        return d if cell is None else bounded_rows(d, cell, self.max_strain)
 
     def forward(self, pos, cell, ybar, batch):
-        new_cell = cell + self.delta(ybar)
+        new_cell = cell + self.delta(ybar, cell)
         if self.affine_positions:
             pos = to_cartesian(to_fractional(pos, cell, batch), new_cell, batch)
         return pos, new_cell
