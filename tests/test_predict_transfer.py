@@ -55,10 +55,11 @@ def test_finetune_from_slim_checkpoint(tmp_path):
         assert main(["train", "--config", str(tmp_path / "ft.yaml"), "--run-dir", str(run_dir), *extra]) == 0
         runs[tag] = load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
     start = torch.load(base, weights_only=True)["ema_model"]
-    # two small Adam steps (lr 1e-3) move every weight by at most ~2e-3 from where it started
+    # two small Adam steps (lr 1e-3; 1e-2 for the zero-initialised last projections, which train at 10x the
+    # rate) move every weight by at most ~2e-2 from where it started; a fresh initialisation is far from it
     ft_dev = max(float((runs["ft"][k] - start[k]).abs().max()) for k in start if start[k].is_floating_point())
     sc_dev = max(float((runs["scratch"][k] - start[k]).abs().max()) for k in start if start[k].is_floating_point())
-    assert ft_dev < 5e-3 < sc_dev
+    assert ft_dev < 3e-2 < sc_dev
     relaxer = Relaxer.from_checkpoint(tmp_path / "ft")  # the fine-tuned run folder predicts directly
     res = relaxer.relax(bulk("NaCl", "rocksalt", a=5.6))
     assert res["num_atoms"] == 2 and np.isfinite(res["final_structure"].positions).all()

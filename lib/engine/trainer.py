@@ -280,7 +280,7 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     data_cfg = config["data"]
     train_ds, val_ds = _datasets(config, datasets)
     loader, sampler = train_loader(train_ds, int(data_cfg["batch_size"]), int(config["seed"]), int(data_cfg["num_workers"]))
-    torch.set_flush_denormal(bool(config["flush_denormal"]))  # process-wide; see DEFAULTS
+    torch.set_flush_denormal(bool(config["flush_denormal"]))  # process-wide until the run ends; see DEFAULTS
     from e3relax.nn.common import use_compiled_kernels
 
     use_compiled_kernels(compile_kernels_wanted(config, device))
@@ -330,6 +330,8 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
         stop.close()
         if tb is not None:
             tb.close()
+        if config["flush_denormal"]:
+            torch.set_flush_denormal(False)  # torch's default again for whatever runs next in this process
     saved = best.state_dict()["_saved"] if val_ds is not None else []
     t = timer.totals
     busy = t["data"] + t["step"]
