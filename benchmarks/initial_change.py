@@ -1,6 +1,6 @@
 """How far each model moves its input at initialisation: largest position and cell change over all layers.
 
-    python benchmarks/initial_change.py --data ~/work/data/pnictides/val.lmdb --structures 16 --seeds 2
+    python benchmarks/initial_change.py --data data/pnictides/val.lmdb --structures 16 --seeds 2
 
 Prints a markdown table (model, width, max position change in A, max cell change in A and relative);
 docs/models_e3relax.md quotes it for ``paper_faithful`` (the reference's initialisation) and the default.

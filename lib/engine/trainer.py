@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import signal
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -30,6 +29,7 @@ from e3relax.engine.config import save_config
 from e3relax.model_base import check_graph
 from e3relax.engine.data import build_dataset, collate, eval_loader, prepare_batch, skipped_records, train_loader
 from e3relax.engine.evaluator import create_evaluator
+from e3relax.engine.run_dir import prepare_run_dir
 from e3relax.errors import InputError, Interrupted
 from e3relax.metrics import MAE_POS, MAE_VOL, POOLED_MAE_POS, SHAPE_DEV
 from e3relax.engine.handlers import (LRSchedule, SignalStop, StepTimer, attach_checkpoints, attach_early_stopping,
@@ -38,9 +38,6 @@ from e3relax import keys
 
 __all__ = ["train", "training", "create_trainer", "resolve_device", "resolve_dtype", "seed_everything",
            "prepare_run_dir"]
-
-#: what a run writes into its folder (``--overwrite`` removes exactly these)
-RUN_OUTPUTS = ("config.yaml", "checkpoints", "tb")
 
 log = logging.getLogger(__name__)
 
@@ -168,28 +165,6 @@ def _attach_validation(trainer: Engine, evaluator: Engine, optimizer, val_ds, co
     if stopper is not None:
         out["early_stopping"] = stopper
     return out
-
-
-def prepare_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
-    """Refuse to start a new run in a folder that holds one, unless ``overwrite`` (which removes it).
-
-    Raises:
-        InputError: naming the folder and the two ways on (``--resume``, ``--overwrite``).
-    """
-    run_dir = Path(run_dir)
-    if resume:
-        return run_dir
-    if run_dir.exists() and not run_dir.is_dir():
-        raise InputError(f"run folder {run_dir} is a file")
-    found = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
-    if found and not overwrite:
-        raise InputError(f"run folder {run_dir} already holds a run ({', '.join(found)}); continue it with "
-                         f"--resume {run_dir}, choose another --run-dir, or pass --overwrite to replace it")
-    for name in found:
-        path = run_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-        log.info("--overwrite: removed %s", path)
-    return run_dir
 
 
 def _spec_name(spec: Any, key: str) -> str:
