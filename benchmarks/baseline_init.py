@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from e3relax.benchmark.timed_runs import METRICS, plot_curves, records, reference_lines, run_all
+from e3relax.benchmark.timed_runs import plot_curves, records, reference_lines, run_all
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 _OLD_LATTICE = {"model.lattice_head.identity_init": False, "model.lattice_head.max_strain": None}
