@@ -5,8 +5,10 @@ ensemble seed, this script
 
 1. converts the raw data with ``e3relax data convert`` into ``runs/pretrained/data/<name>``
    (gitignored; the split is the converter's seeded 80:10:10 id-hash split, seed 0);
-2. trains a CPU-sized E3Relax with ``e3relax train`` for a fixed budget of CPU time
-   (``schedule.time_limit_s``), one thread per run;
+2. trains E3Relax with ``e3relax train`` from the default CPU recipe
+   (``benchmarks/configs/train_e3relax_cpu.yaml``: its model, optimiser and schedule) for a fixed
+   budget of CPU time (``schedule.time_limit_s``; ``--budget-min``, default the recipe's), one
+   thread per run;
 3. scores ``best.pt`` on the held-out test split with ``e3relax evaluate`` (model next to Dummy);
 4. writes a slim copy (EMA weights, config, graph settings, training-set statistics) to
    ``lib/pretrained/<name>[_s<seed>].pt``; ``--finalize`` then writes ``index.json`` and the
@@ -16,7 +18,11 @@ Usage (from the repository root, raw data in ../shared/data)::
 
     OMP_NUM_THREADS=1 python benchmarks/train_pretrained.py train pnictides --seed 0 --budget-min 20 &
     OMP_NUM_THREADS=1 python benchmarks/train_pretrained.py train srnbh --seed 0 --budget-min 20 &
-    python benchmarks/train_pretrained.py finalize
+    python benchmarks/train_pretrained.py finalize --budget-min 20
+
+The checkpoints shipped now were trained before the recipe was chosen (F = 64, 32 radial
+functions, lr 5e-4 with plateau decay, 20 CPU-minutes per member); each model card describes the
+configuration its checkpoints carry.
 """
 from __future__ import annotations
 
@@ -37,26 +43,25 @@ DATASETS = {
     "srnbh": {"layout": "vasp_dirs", "src": SHARED / "srnbh", "max_val": None},
 }
 
-#: the CPU-sized architecture of every shipped checkpoint
-MODEL = {"name": "e3relax", "hidden_channels": 64, "num_layers": 4, "num_rbf": 32, "rbf_cutoff": 30.0}
+#: the default CPU training recipe every member starts from
+RECIPE = ROOT / "benchmarks" / "configs" / "train_e3relax_cpu.yaml"
 
 
-def run_config(name: str, seed: int, budget_min: float = 20.0) -> dict:
-    """The ``e3relax train`` config of one ensemble member."""
+def run_config(name: str, seed: int, budget_min: float | None = None) -> dict:
+    """The ``e3relax train`` config of one ensemble member: the CPU recipe on this dataset
+    (``budget_min`` CPU-minutes; None: the recipe's own time limit)."""
+    import yaml
+
+    cfg = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
     data = WORK / "data" / name
-    return {
-        "run_dir": str(WORK / f"{name}_s{seed}"),
-        "seed": seed,
-        "device": "cpu",
-        "model": dict(MODEL),
-        "loss": {"name": "layerwise"},
-        "data": {"train": str(data / "train.lmdb"), "val": str(data / "val.lmdb"), "batch_size": 16,
-                 "max_val_structures": DATASETS[name]["max_val"]},
-        "optim": {"lr": 5.0e-4},
-        "schedule": {"epoch_length": 50, "max_epochs": 1000, "plateau_patience": 4, "early_stop_patience": 15,
-                     "time_limit_s": budget_min * 60, "time_clock": "cpu"},
-        "log": {"every": 10, "progress_bar": False, "tensorboard": False, "figures": False},
-    }
+    cfg.update(run_dir=str(WORK / f"{name}_s{seed}"), seed=seed, device="cpu")
+    cfg["data"].update(train=str(data / "train.lmdb"), val=str(data / "val.lmdb"),
+                       max_val_structures=DATASETS[name]["max_val"])
+    cfg["schedule"]["time_clock"] = "cpu"
+    if budget_min is not None:
+        cfg["schedule"]["time_limit_s"] = budget_min * 60
+    cfg["log"] = {**cfg.get("log", {}), "progress_bar": False, "tensorboard": False, "figures": False}
+    return cfg
 
 
 def e3relax(*args: str, env: dict | None = None) -> None:
@@ -74,7 +79,7 @@ def convert(name: str) -> Path:
     return out
 
 
-def train(name: str, seed: int, budget_min: float) -> Path:
+def train(name: str, seed: int, budget_min: float | None) -> Path:
     import yaml
 
     convert(name)
@@ -128,24 +133,32 @@ def _member_budget(name: str, seed: int) -> str:
     return f"{its[-1]} optimiser steps" if its else "unknown steps"
 
 
-def card(name: str, members: list[Path], evals: list[dict], ens: dict, quality: dict, budget_min: float) -> str:
+def card(name: str, members: list[Path], evals: list[dict], ens: dict, quality: dict,
+         budget_min: float | None) -> str:
     """Model card text of one pretrained name."""
     rep = json.loads((WORK / "data" / name / "report.json").read_text())
     c = rep["counts"]
-    cfg = run_config(name, 0)
+    from e3relax.engine.checkpoint import load_checkpoint
+
+    cfg = load_checkpoint(members[0])["config"]  # what the members were trained with
+    if budget_min is None:
+        limit = cfg["schedule"].get("time_limit_s")
+        if not limit:
+            raise SystemExit(f"{members[0]} does not record its time budget; pass finalize --budget-min")
+        budget_min = limit / 60
     lines = [
         f"# Pretrained E3Relax: `{name}`", "",
         f"- **Data**: `{DATASETS[name]['layout']}` layout of the public `{name}` DFT relaxation set "
         f"({c['items']} items, {c['converted']} valid pairs; skipped: {c['by_reason']}).",
         f"- **Split**: seeded id-hash split 80:10:10 (`e3relax data convert --seed 0`): train {c['splits']['train']}, "
         f"val {c['splits']['val']}, test {c['splits']['test']} (held out; metrics below).",
-        f"- **Model**: `{json.dumps(MODEL)}`, float32, EMA weights; graph `{rep['settings']['graph']}`.",
+        f"- **Model**: `{json.dumps(cfg['model'])}`, float32, EMA weights; graph `{rep['settings']['graph']}`.",
         f"- **Training**: `OMP_NUM_THREADS=1 python benchmarks/train_pretrained.py train {name} --seed S "
         f"--budget-min {budget_min:g}` for S in {list(range(len(members)))}: `e3relax train` with lr "
-        f"{cfg['optim']['lr']}, batch {cfg['data']['batch_size']}, evaluation every "
+        f"{cfg['optim']['lr']} ({cfg['schedule'].get('lr_schedule', 'plateau')} schedule), batch {cfg['data']['batch_size']}, evaluation every "
         f"{cfg['schedule']['epoch_length']} steps, stopped after {budget_min:g} min of CPU time on one "
         "core (" + ", ".join(_member_budget(name, i) for i in range(len(members))) + ").",
-        f"- **Files**: " + ", ".join(f"`{m.name}` ({m.stat().st_size / 1e6:.2f} MB)" for m in members), "",
+        "- **Files**: " + ", ".join(f"`{m.name}` ({m.stat().st_size / 1e6:.2f} MB)" for m in members), "",
         "A short CPU budget: these checkpoints are a working starting point (and a base for fine-tuning), "
         "not a converged model.", "",
     ]
@@ -170,7 +183,7 @@ def pretrained_index_file() -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def finalize(budget_min: float = 20.0) -> None:
+def finalize(budget_min: float | None = None) -> None:
     """Uncertainty thresholds into the members, ensemble scores, model cards and ``index.json``."""
     import numpy as np
     import torch
@@ -221,13 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("train", help="convert, train one member, evaluate it, export it")
     t.add_argument("name", choices=sorted(DATASETS))
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--budget-min", type=float, default=20.0)
+    t.add_argument("--budget-min", type=float, default=None, help="CPU-minutes per member; default: the recipe's")
     t.add_argument("--no-export", action="store_true", help="only train (export later)")
     e = sub.add_parser("export", help="evaluate and export a trained member")
     e.add_argument("name", choices=sorted(DATASETS))
     e.add_argument("--seed", type=int, default=0)
     f = sub.add_parser("finalize", help="write index.json and the model cards")
-    f.add_argument("--budget-min", type=float, default=20.0)
+    f.add_argument("--budget-min", type=float, default=None, help="the members' budget (for the model card)")
     args = p.parse_args(argv)
     if args.cmd == "train":
         train(args.name, args.seed, args.budget_min)

@@ -157,6 +157,19 @@ def test_ablation_configs_are_resized(tmp_path):
     assert runs["e3relax_no_self_image"].config["model"]["hidden_channels"] == 8
 
 
+def test_e3relax_trains_with_its_cpu_recipe():
+    """The comparison's E3Relax is the shipped CPU training recipe: its model, loss, optimiser and
+    learning-rate shape, without its data, run folder or budget."""
+    from e3relax.benchmark.suite import config_path, model_runs
+
+    recipe = yaml.safe_load((CONFIGS / "train_e3relax_cpu.yaml").read_text())
+    assert config_path(CONFIGS, "e3relax") == CONFIGS / "train_e3relax_cpu.yaml"
+    cfg = model_runs(["e3relax"], CONFIGS)[0].config
+    assert cfg["model"] == recipe["model"] and cfg["optim"] == recipe["optim"] and cfg["loss"] == recipe["loss"]
+    assert cfg["schedule"] == {k: recipe["schedule"][k] for k in ("lr_schedule", "warmup_steps")}
+    assert not {"data", "run_dir", "seed", "device", "log"} & set(cfg)
+
+
 def test_merge_seeds_from_another_comparison(compare_run, tmp_path):
     from e3relax.benchmark.compare import merge_results
 

@@ -16,13 +16,15 @@ import pytest
 import torch
 
 from data_fixtures import graph_spec
+from e3relax.benchmark.suite import config_path
 from e3relax.datasets.convert import convert
 from e3relax.datasets.reader import LmdbDataset
 from e3relax.model_base import prepare_inputs
 from e3relax.records import collate
 from e3relax.registry import IMPORTERS, LOSSES, MODELS
 from e3relax.testing import default_structures, load_model_spec, make_batch, perturb_
-from e3relax.testing.identity import assert_gradients_reach_every_parameter, assert_starts_at_input, relax_loss
+from e3relax.testing.identity import (assert_gradients_reach_every_parameter, assert_starts_at_input, initial_change,
+                                     relax_loss)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -42,7 +44,8 @@ STACKS = {
     "relax_net[cpu.yaml]": CONFIGS / "relax_net_cpu.yaml",
 }
 CASES = {**{n: {"name": n} for n in TOOLKIT_MODELS}, **STACKS}
-CPU_CONFIGS = sorted(p.name for p in CONFIGS.glob("*_cpu.yaml") if not p.name.startswith("train_"))
+#: each model's CPU config (benchmarks/configs/<name>_cpu.yaml, E3Relax's CPU training recipe)
+CPU_CONFIGS = sorted(p.name for n in MODELS.names() if (p := config_path(CONFIGS, n)) and p.name.endswith("_cpu.yaml"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,6 +109,32 @@ def test_cpu_config_starts_at_input(config):
         assert_starts_at_input(model, real_batch(dataset), what=f"{config} on {dataset}")
 
 
+def _old_init_keys() -> dict:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("baseline_init", ROOT / "benchmarks" / "baseline_init.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.OLD_INIT
+
+
+@pytest.mark.parametrize("name", sorted(_old_init_keys()))
+def test_old_initialisation_keys_of_the_baseline_benchmark(name):
+    """benchmarks/baseline_init.py's "old" keys are valid for the model's CPU config and bring back
+    an initialisation that moves away from the input; without them the model starts at its input."""
+    from e3relax.engine.config import apply_overrides
+
+    old = _old_init_keys()[name]
+    config = {"model": load_model_spec(CONFIGS / f"{name}_cpu.yaml", use_test_config=False)}
+    changed = apply_overrides(config, [f"{k}={'null' if v is None else str(v).lower()}" for k, v in old.items()])
+    batch = make_batch(default_structures())
+    for spec, starts in ((config["model"], True), (changed["model"], False)):
+        torch.manual_seed(0)
+        model = MODELS.build(spec).double()
+        dpos, dcell = initial_change(model, batch)
+        assert (max(dpos, dcell) < 1e-12) is starts, f"{name} {spec}: change {dpos:.2e} A, {dcell:.2e}"
+
+
 def test_paper_faithful_keeps_the_reference_initialisation():
     """paper_faithful starts away from its input on purpose (the reference's initialisation)."""
     torch.manual_seed(0)
@@ -118,8 +147,8 @@ def test_paper_faithful_keeps_the_reference_initialisation():
 def _loss(case: str):
     """The loss its CPU config trains with (layer-wise position/cell MAE otherwise)."""
     name = CASES[case]["name"] if isinstance(CASES[case], dict) else "relax_net"
-    path = CONFIGS / f"{name}_cpu.yaml"
-    if path.exists():
+    path = config_path(CONFIGS, name)
+    if path is not None:
         import yaml
 
         spec = (yaml.safe_load(path.read_text()) or {}).get("loss")

@@ -10,10 +10,10 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from e3relax import keys
+from e3relax.benchmark.suite import config_path
 from e3relax.engine.config import resolve_config
 from e3relax.engine.trainer import train
 from e3relax.metrics import pooled_coord_mae
@@ -37,9 +37,9 @@ def _pairs():
 @pytest.mark.parametrize("name", MODELS_TO_CHECK)
 def test_model_overfits_real_pairs_through_the_engine(name, tmp_path):
     data = _pairs()
-    model = yaml.safe_load((CONFIGS / f"{name}_cpu.yaml").read_text())["model"]
-    model.update(OVERRIDES.get(name, {}))
-    loss = yaml.safe_load((CONFIGS / f"{name}_cpu.yaml").read_text()).get("loss", {"name": "layerwise"})
+    spec = yaml.safe_load(config_path(CONFIGS, name).read_text())
+    model = {**spec["model"], **OVERRIDES.get(name, {})}
+    loss = spec.get("loss", {"name": "layerwise"})
     config = resolve_config({
         "run_dir": str(tmp_path), "device": "cpu", "seed": 0, "model": model, "loss": loss,
         "data": {"batch_size": len(data)},

@@ -1,8 +1,10 @@
 """Which models a comparison trains, and with which configs.
 
 Every registered model except ``dummy`` (the Dummy row needs no training) is one entry; its config
-is ``<config_dir>/<name>_<size>.yaml`` (``size`` "cpu": the CPU-sized configs; "" : the paper-sized
-ones). The E3Relax ablations (paper Table 3) are the ``e3relax_no_*.yaml`` configs of the same
+is ``<config_dir>/<name>_<size>.yaml``, else the training config ``train_<name>_<size>.yaml``
+(``size`` "cpu": the CPU-sized configs, E3Relax's being its default CPU training recipe; "" : the
+paper-sized ones). A config's model, loss, optimiser, EMA and learning-rate shape (schedule kind,
+warmup, floor, plateau settings) are kept; its budget, data and run keys give way to the comparison's. The E3Relax ablations (paper Table 3) are the ``e3relax_no_*.yaml`` configs of the same
 folder, re-sized to the chosen E3Relax config: an ablation keeps only the model keys in which it
 differs from ``e3relax.yaml``, on top of the chosen E3Relax model spec.
 """
@@ -17,7 +19,7 @@ from typing import Any, Mapping, Sequence
 from e3relax.engine.config import load_config
 
 __all__ = ["ModelRun", "DISPLAY_NAMES", "REFERENCE_MODEL", "SAME_ARCHITECTURE", "model_runs", "ablation_runs",
-           "display_name"]
+           "display_name", "config_path"]
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +65,27 @@ def display_name(key: str) -> str:
     return key
 
 
-def _config_path(config_dir: Path, name: str, size: str) -> Path | None:
-    for candidate in ([f"{name}_{size}.yaml"] if size else []) + [f"{name}.yaml"]:
+def config_path(config_dir: str | Path, name: str, size: str = "cpu") -> Path | None:
+    """The config file of model ``name`` at ``size`` (see the module docstring), or None."""
+    config_dir = Path(config_dir)
+    for candidate in ([f"{name}_{size}.yaml", f"train_{name}_{size}.yaml"] if size else []) + [f"{name}.yaml"]:
         if (config_dir / candidate).is_file():
             return config_dir / candidate
     return None
 
 
+#: schedule keys that shape the learning rate (kept from a model's config; the rest is the budget's)
+LR_SHAPE_KEYS = ("lr_schedule", "warmup_steps", "min_lr", "plateau_factor", "plateau_patience")
+
+
 def _clean(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop run-specific keys (data paths, run folder, seed, device) a model config may carry."""
+    """Drop run-specific keys (data paths, run folder, seed, device, budget) a model config may carry."""
     out = copy.deepcopy(dict(config))
-    for key in ("run_dir", "seed", "device", "data", "schedule", "log", "hooks", "init_from"):
+    for key in ("run_dir", "seed", "device", "data", "log", "hooks", "init_from"):
         out.pop(key, None)
+    schedule = {k: v for k, v in (out.pop("schedule", None) or {}).items() if k in LR_SHAPE_KEYS}
+    if schedule:
+        out["schedule"] = schedule
     optim = out.get("optim")
     if isinstance(optim, dict):
         optim.pop("batch_size", None)  # the batch size is part of the shared budget
@@ -97,7 +108,7 @@ def model_runs(names: Sequence[str] | None, config_dir: str | Path, size: str = 
     config_dir = Path(config_dir)
     runs = []
     for name in names:
-        path = _config_path(config_dir, name, size)
+        path = config_path(config_dir, name, size)
         if path is None:
             log.warning("no config for model '%s' in %s; using its constructor defaults", name, config_dir)
             cfg: dict[str, Any] = {"model": {"name": name}}
@@ -117,7 +128,7 @@ def ablation_runs(config_dir: str | Path, size: str = "cpu") -> list[ModelRun]:
     """The ``e3relax_no_*.yaml`` ablations, re-sized onto the chosen E3Relax config."""
     config_dir = Path(config_dir)
     ref_path = config_dir / f"{REFERENCE_MODEL}.yaml"
-    base_path = _config_path(config_dir, REFERENCE_MODEL, size)
+    base_path = config_path(config_dir, REFERENCE_MODEL, size)
     if base_path is None or not ref_path.is_file():
         raise ValueError(f"ablations need {REFERENCE_MODEL}.yaml (and its '{size}' variant) in {config_dir}")
     reference = load_config(ref_path)["model"]
