@@ -39,6 +39,8 @@ NOT_RUN = [
     (r"train_pretrained.py", "20-minute budget per member"),
     (r"first_result.py", "a measurement (a dozen fresh processes); run by hand"),
     (r"train_throughput.py", "a training-throughput measurement (minutes)"),
+    (r"cpu_recipes.py|time_to_accuracy.py|baseline_init.py",
+     "measurements of 45-90 CPU-minutes on real data; tests/test_timed_runs.py checks their pieces"),
     (r"ft.yaml|ft_mydata|new_structures/|^(run_dir|model|data|optim|schedule):|^EOF$",
      "transfer learning on your own data; tests/test_predict_transfer.py runs this path"),
 ]

@@ -108,12 +108,14 @@ def plot_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], lines: Mapp
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
     styles = {"Dummy": ("0.4", "--"), "atomic-volume prior": ("tab:green", ":")}
+    palette = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
     for ax, (metric, label) in zip(axes, METRICS):
         values = []
-        for name, recs in curves.items():
+        for k, (name, recs) in enumerate(curves.items()):
             ys = [r[metric] for r in recs]
             values += ys
-            ax.plot([r["cpu_s"] / 60 for r in recs], ys, marker="o", ms=3, label=name)
+            ax.plot([r["cpu_s"] / 60 for r in recs], ys, marker="os^D"[k // 10 % 4], ms=3, label=name,
+                    color=palette(k % palette.N), ls="-" if k < 10 else "--")
         for name, vals in lines.items():
             color, ls = styles.get(name, ("k", "-."))
             ax.axhline(vals[metric], color=color, ls=ls, lw=1, label=name)
