@@ -65,7 +65,7 @@ def _cell(recs: list[dict[str, float]], metric: str, fmt: str) -> str:
 
 def table(curves: dict[str, list[dict[str, float]]], lines: dict[str, dict[str, float]], failed: set[str],
           args: argparse.Namespace) -> str:
-    rows = [f"Validation errors after {args.cpu_minutes:g} CPU-minutes per run on `{args.data}` "
+    rows = [f"Validation errors after {args.cpu_minutes:g} CPU-minutes per run on `{Path(args.data).name}` "
             f"({args.val_structures} validation structures, seed {args.seed}, batch 16, one thread).", "",
             "| model | init | steps | coordinates (Å) | shape (Å²) | volume (Å³) | finished |",
             "|---|---|---:|---:|---:|---:|---|"]
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "baseline_init.json").write_text(json.dumps({"curves": curves, "lines": lines, "old_init": OLD_INIT,
                                                         "failed": sorted(failed)}, indent=2))
     plot_curves({n: c for n, c in curves.items() if c}, lines, out / "baseline_init.png",
-                f"{args.data}: old and new initialisation, {args.cpu_minutes:g} CPU-min each")
+                f"{Path(args.data).name}: old and new initialisation, {args.cpu_minutes:g} CPU-min each")
     print((out / "baseline_init.md").read_text(encoding="utf-8"))
     return 1 if failed else 0
 
