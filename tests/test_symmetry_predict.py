@@ -185,3 +185,36 @@ def test_bad_symprec_is_one_clear_error(bad):
     with pytest.raises(InputError, match="symprec must be a positive number") as info:
         relaxer(symprec=bad)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_bad_symprec_on_the_command_line_is_one_line(command, tmp_path, capsys):
+    from e3relax.cli.main import main
+
+    bulk("Si", "diamond", 5.43).write(tmp_path / "POSCAR", format="vasp")
+    argv = {"predict": ["predict", str(tmp_path / "POSCAR"), "--checkpoint", "pnictides", "--out", str(tmp_path)],
+            "evaluate": ["evaluate", "--checkpoint", "pnictides", "--data", str(tmp_path / "none.lmdb")]}[command]
+    assert main(argv + ["--symprec", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"e3relax {command}") and "--symprec must be a positive" in err[0]
+
+
+def test_benchmark_predictions_go_through_the_relaxer_path():
+    from e3relax.benchmark.predict import predict
+    from e3relax.engine.evaluation import evaluate
+    from e3relax.records import make_record, record_to_data
+    from e3relax.registry import GRAPHS
+
+    records = []
+    for i, name in enumerate(["NaCl", "ZnO_wurtzite"]):
+        u = CRYSTALS[name]()
+        r = u.copy()
+        r.set_cell(u.cell.array * 1.03, scale_atoms=True)
+        records.append(record_to_data(make_record(u, r, f"s{i}", GRAPHS.build(GRAPH))[0], torch.float64))
+    raw = predict(model(), records, torch.device("cpu"), torch.float64, 2, FrameSettings(False, False))
+    bare = evaluate(model(), records, progress=None, keep_structures=True)
+    for a, b in zip(raw.structures, bare.structures):
+        assert np.array_equal(a.positions, b.positions)
+    framed = predict(model(), records, torch.device("cpu"), torch.float64, 2)
+    for inp, out in zip(framed.inputs, framed.structures):
+        assert dataset(out).number == dataset(inp).number
