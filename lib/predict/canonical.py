@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -91,24 +92,18 @@ def _choose_basis(bases: np.ndarray, rel: np.ndarray) -> int:
     scale = gram[0, 0, 0]
     metric = np.stack([gram[:, 0, 0], gram[:, 1, 1], gram[:, 2, 2], gram[:, 1, 2], gram[:, 0, 2], gram[:, 0, 1]],
                       axis=1) / scale
-    frac = np.stack([_wrap(np.linalg.solve(b.T, rel.T).T)[0].ravel() for b in bases])
+    frac = _wrap(np.einsum("mi,kij->kmj", rel, np.linalg.inv(bases)))[0].reshape(len(bases), -1)
     return _tolerant_argmin(np.concatenate([metric, frac], axis=1), _TOL)
 
 
-def _primitive(pos: np.ndarray, cell: np.ndarray, numbers: np.ndarray, symprec: float):
-    """``(prim_cell, index, reps, shifts)`` when the structure is a supercell at ``symprec``, else None.
+def _primitive(pos: np.ndarray, cell: np.ndarray, ds: Any, symprec: float):
+    """``(prim_cell, index, reps, shifts)`` when spglib's dataset ``ds`` of the structure finds a
+    smaller primitive cell whose multiple the cell is (at ``symprec``), else None.
 
     ``index[i]`` is the primitive atom of user atom ``i`` (primitive atoms in order of their first
     user atom ``reps[k]``), ``shifts[i]`` the integer lattice vector (in the primitive basis) from
     ``reps[index[i]]`` to atom ``i``, and ``cell = M prim_cell`` with ``M`` integral.
     """
-    import spglib
-
-    frac = np.linalg.solve(cell.T, pos.T).T
-    try:
-        ds = spglib.get_symmetry_dataset((cell, frac, numbers), symprec=symprec)
-    except Exception:  # noqa: BLE001 - spglib raises its own error types; no reduction then
-        ds = None
     if ds is None:
         return None
     labels = np.asarray(ds.mapping_to_primitive)
@@ -172,20 +167,25 @@ class CanonicalFrame:
 
     @classmethod
     def from_structure(cls, pos: np.ndarray, cell: np.ndarray, numbers: np.ndarray, pbc: np.ndarray,
-                       symprec: float, primitive: bool = True) -> "CanonicalFrame":
+                       symprec: float, primitive: bool = True, dataset: Any = None) -> "CanonicalFrame":
         """The canonical frame of a structure (the user's own frame when it is not periodic in 3D).
 
         Args:
             pos, cell, numbers, pbc: the user's structure (Cartesian [N, 3], rows [3, 3], [N], [3]).
             symprec: tolerance (A) for finding a primitive cell.
             primitive: also reduce a supercell to its primitive cell.
+            dataset: the structure's spglib dataset at ``symprec``, when already computed.
         """
         pos, cell, numbers = np.asarray(pos, float), np.asarray(cell, float), np.asarray(numbers)
         pbc = np.asarray(pbc, bool)
         if len(pos) == 0 or not pbc.all() or abs(np.linalg.det(cell)) < 1e-6:
             return cls.user(pos, cell, numbers, pbc)
         n = len(pos)
-        prim = _primitive(pos, cell, numbers, symprec) if primitive else None
+        if primitive and dataset is None:
+            from e3relax.predict.symmetry import spglib_dataset
+
+            dataset = spglib_dataset(pos, cell, numbers, symprec)
+        prim = _primitive(pos, cell, dataset, symprec) if primitive else None
         base, index, reps, lattice_shift = prim if prim is not None else (cell, np.arange(n), np.arange(n),
                                                                          np.zeros((n, 3)))
         rel = pos[reps] - pos[0]  # primitive atoms relative to the origin atom (user atom 0 = reps[0])

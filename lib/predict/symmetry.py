@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from e3relax.errors import InputError
 
-__all__ = ["DEFAULT_SYMPREC", "SymmetryOps", "check_symprec", "find_operations", "symmetric_cell", "project"]
+__all__ = ["DEFAULT_SYMPREC", "SymmetryOps", "check_symprec", "spglib_dataset", "find_operations", "symmetric_cell",
+           "project"]
 
 log = logging.getLogger(__name__)
 
@@ -80,26 +82,29 @@ def _atom_maps(frac: np.ndarray, cell: np.ndarray, numbers: np.ndarray, rotation
     Shapes:
         frac: [N, 3], cell: [3, 3], numbers: [N], rotations: [G, 3, 3], translations: [G, 3] -> [G, N].
     """
-    same = numbers[:, None] == numbers[None, :]
-    perm = np.empty((len(rotations), len(frac)), dtype=np.int64)
-    for g, (w, t) in enumerate(zip(rotations, translations)):
-        image = frac @ w.T + t  # [N, 3]
-        diff = frac[None, :, :] - image[:, None, :]  # [N(image of i), N(atom j), 3]
+    n = len(frac)
+    other = numbers[:, None] != numbers[None, :]
+    perm = np.empty((len(rotations), n), dtype=np.int64)
+    chunk = max(1, 200_000 // (n * n))
+    for start in range(0, len(rotations), chunk):
+        sl = slice(start, start + chunk)
+        image = np.einsum("gij,nj->gni", rotations[sl], frac) + translations[sl, None, :]  # [g, N, 3]
+        diff = frac[None, None, :, :] - image[:, :, None, :]  # [g, N(image of i), N(atom j), 3]
         diff -= np.round(diff)
         dist = np.linalg.norm(diff @ cell, axis=-1)
-        dist[~same] = np.inf
-        perm[g] = np.argmin(dist, axis=1)
-        if dist[np.arange(len(frac)), perm[g]].max() > 1.5 * symprec or len(np.unique(perm[g])) != len(frac):
+        dist[:, other] = np.inf
+        best = np.argmin(dist, axis=2)
+        if np.take_along_axis(dist, best[..., None], axis=2).max() > 1.5 * symprec:
             return None
+        perm[sl] = best
+    if np.any(np.sort(perm, axis=1) != np.arange(n)):  # two atoms onto one
+        return None
     return perm
 
 
-def find_operations(pos: np.ndarray, cell: np.ndarray, numbers: np.ndarray, symprec: float = DEFAULT_SYMPREC,
-                    name: str = "structure") -> SymmetryOps:
-    """The spglib operations of a structure at ``symprec`` (A) with their atom maps.
-
-    A structure spglib cannot analyse, or whose operations do not map atoms onto atoms within
-    ``symprec``, gets the identity only (logged), so it is predicted without projection.
+def spglib_dataset(pos: np.ndarray, cell: np.ndarray, numbers: np.ndarray, symprec: float = DEFAULT_SYMPREC,
+                   name: str = "structure") -> Any:
+    """spglib's symmetry dataset of a structure at ``symprec`` (A), or None (logged) when it fails.
 
     Shapes:
         pos: [N, 3] Cartesian, cell: [3, 3] rows, numbers: [N].
@@ -108,15 +113,29 @@ def find_operations(pos: np.ndarray, cell: np.ndarray, numbers: np.ndarray, symp
 
     frac = np.linalg.solve(cell.T, pos.T).T
     try:
-        ds = spglib.get_symmetry_dataset((cell, frac, numbers), symprec=symprec)
+        return spglib.get_symmetry_dataset((cell, frac, numbers), symprec=symprec)
     except Exception as exc:  # noqa: BLE001 - spglib raises its own error types
-        log.warning("%s: spglib failed (%s); predicting without symmetry projection", name, exc)
-        ds = None
-    if ds is None:
+        log.warning("%s: spglib failed (%s); predicting without symmetry", name, exc)
+        return None
+
+
+def find_operations(pos: np.ndarray, cell: np.ndarray, numbers: np.ndarray, symprec: float = DEFAULT_SYMPREC,
+                    name: str = "structure", dataset: Any = None) -> SymmetryOps:
+    """The spglib operations of a structure at ``symprec`` (A) with their atom maps.
+
+    A structure spglib cannot analyse, or whose operations do not map atoms onto atoms within
+    ``symprec``, gets the identity only (logged), so it is predicted without projection.
+
+    Args:
+        pos, cell, numbers: the structure (Cartesian [N, 3], rows [3, 3], [N]).
+        symprec, name: tolerance (A) and how logs name the structure.
+        dataset: its :func:`spglib_dataset`, when already computed.
+    """
+    ds = dataset if dataset is not None else spglib_dataset(pos, cell, numbers, symprec, name)
+    if ds is None or len(ds.rotations) <= 1:
         return SymmetryOps.identity(len(pos))
     rot, trans = np.asarray(ds.rotations, dtype=int), np.asarray(ds.translations, dtype=float)
-    if len(rot) <= 1:
-        return SymmetryOps.identity(len(pos))
+    frac = np.linalg.solve(cell.T, pos.T).T
     perm = _atom_maps(frac, cell, np.asarray(numbers), rot, trans, symprec)
     if perm is None:
         log.warning("%s: spglib's operations (%s) do not map atoms onto atoms within symprec %g A; "
