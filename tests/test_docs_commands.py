@@ -105,7 +105,9 @@ QUICK = ["e3relax --version", "e3relax pretrained", "e3relax data layouts",
          "print(resolve_checkpoints('pnictides')[0])\"",
          "e3relax data convert builtin --src builtin --out data/builtin",
          "e3relax predict my_structures/ --checkpoint pnictides --out relaxed/ --format cif",
-         "e3relax predict my_cifs/ POSCAR_* data.extxyz --checkpoint pnictides --out relaxed/"]
+         "e3relax predict my_cifs/ POSCAR_* data.extxyz --checkpoint pnictides --out relaxed/",
+         "e3relax predict my_cifs/ --checkpoint pnictides --out relaxed/ --symprec 0.1",
+         "e3relax predict my_cifs/ --checkpoint pnictides --out relaxed/ --no-symmetry --no-canonical-cell"]
 
 #: training.md in order; each (documented command, what is appended to it here)
 TRAINING = [
