@@ -38,6 +38,7 @@ NOT_RUN = [
     (r"predict_speed.py", "measurement with minutes of CHGNet; needs runs/pretrained/data (the text says how)"),
     (r"train_pretrained.py", "20-minute budget per member"),
     (r"first_result.py", "a measurement (a dozen fresh processes); run by hand"),
+    (r"symmetry_effect.py", "a measurement on a converted test split (minutes); needs runs/pretrained/data"),
     (r"train_throughput.py", "a training-throughput measurement (minutes)"),
     (r"ft.yaml|ft_mydata|new_structures/|^(run_dir|model|data|optim|schedule):|^EOF$",
      "transfer learning on your own data; tests/test_predict_transfer.py runs this path"),
