@@ -69,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--chgnet", type=int, default=None, help="CHGNet+FIRE on the first K test structures (0: skip)")
     r.add_argument("--chgnet-max-steps", type=int, default=500)
     r.add_argument("--fmax", type=float, default=0.05, help="FIRE force threshold (eV/A)")
+    r.add_argument("--no-symmetry", action="store_true",
+                   help="score the test predictions without projecting them onto the input's space group")
+    r.add_argument("--no-canonical-cell", action="store_true",
+                   help="predict the test structures in their own cells, not in their reduced primitive cells")
+    r.add_argument("--symprec", type=float, default=0.01, help="spglib tolerance (A) of both; default 0.01")
     o = p.add_argument_group("run")
     o.add_argument("--device", default="cpu", help="cpu | cuda | cuda:1 | auto")
     o.add_argument("--out", default="results/compare", help="output folder")
@@ -78,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--merge", action="append", default=[], metavar="DIR",
                    help="with --render: first add the seeds recorded in DIR/results.json (same data and budget)")
     args = p.parse_args(argv)
+    if not args.symprec > 0:
+        p.error(f"--symprec must be a positive number of Angstrom, got {args.symprec}")
     zero = args.data is None and args.layout is None
     if args.steps is None and args.epochs is None and args.wall_time is None:
         # the zero-argument budget: about 15 minutes for every model on 2 CPU cores

@@ -7,12 +7,19 @@ Measures, for the structures of a labelled LMDB split (e.g. a converted test spl
 2. CHGNet + FIRE (Frechet cell filter, fmax 0.05) on the same structures from the unrelaxed
    input: structures/s and steps, hence the speed ratio;
 3. CHGNet + FIRE started from the E3Relax prediction (``--refine chgnet``): steps and time;
-4. scaling with atoms: prediction time per structure for supercells of one structure.
+4. scaling with atoms: prediction time per structure for supercells of one structure;
+5. the cost of the canonical frame and the space-group projection: process CPU time of the same
+   predictions with both on (the default) and both off, interleaved, and their ratio.
 
 Usage (after ``benchmarks/train_pretrained.py`` converted the data)::
 
     OMP_NUM_THREADS=1 python benchmarks/predict_speed.py --checkpoint srnbh \\
         --data runs/pretrained/data/srnbh/test.lmdb --num 100 --num-chgnet 8 --out results/predict_speed_srnbh.json
+
+Only item 5, on 100 structures of a converted pnictides test split::
+
+    OMP_NUM_THREADS=1 python benchmarks/predict_speed.py --checkpoint pnictides --only-frame-cost \
+        --data runs/pretrained/data/pnictides/test.lmdb --num 100 --out results/frame_cost_pnictides.json
 """
 from __future__ import annotations
 
@@ -49,6 +56,26 @@ def time_prediction(relaxer, atoms: list, batch_size: int, repeats: int = 2) -> 
         relaxer.relax(list(atoms), batch_size=batch_size)
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def frame_cost(checkpoint, atoms: list, batch_size: int, repeats: int = 3) -> dict:
+    """Process CPU seconds per structure of one member's predictions with framing and projection on
+    and off (best of ``repeats``, interleaved), and the relative cost of having them on."""
+    from e3relax.predict import Relaxer
+
+    relaxers = {"on": Relaxer.from_checkpoint(checkpoint, ensemble=False),
+                "off": Relaxer.from_checkpoint(checkpoint, ensemble=False, symmetry=False, canonical=False)}
+    best = {k: float("inf") for k in relaxers}
+    for _ in range(repeats):
+        for k, r in relaxers.items():
+            t0 = time.process_time()
+            r.relax(list(atoms), batch_size=batch_size)
+            best[k] = min(best[k], time.process_time() - t0)
+    n = len(atoms)
+    out = {"cpu_s_per_structure_on": best["on"] / n, "cpu_s_per_structure_off": best["off"] / n,
+           "frame_cost_fraction": best["on"] / best["off"] - 1.0, "structures": n, "repeats": repeats}
+    print(json.dumps(out), flush=True)
+    return out
 
 
 def chgnet_runs(items: list, relaxer, fmax: float, max_steps: int) -> list[dict]:
@@ -110,11 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--fmax", type=float, default=0.05)
     p.add_argument("--max-steps", type=int, default=500)
+    p.add_argument("--only-frame-cost", action="store_true", help="measure only item 5 (framing and projection)")
     p.add_argument("--out", required=True, help="JSON file")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     items = load_structures(args.data, args.num)
     unrelaxed = [u for _, u, _ in items]
+    if args.only_frame_cost:
+        res = {"num": len(items), "mean_atoms": float(np.mean([len(a) for a in unrelaxed])),
+               "frames": frame_cost(args.checkpoint, unrelaxed, args.batch_size)}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=2))
+        return 0
     single = Relaxer.from_checkpoint(args.checkpoint, ensemble=False)
     ens = Relaxer.from_checkpoint(args.checkpoint)
     single.relax(unrelaxed[:2])  # warm-up
@@ -130,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     res["chgnet"] = rows
     if rows:
         res.update(chgnet_summary(res, rows))
+    res["frames"] = frame_cost(args.checkpoint, unrelaxed, args.batch_size)
     res["scaling"] = scaling(single, unrelaxed[0], [(1, 1, 1), (2, 1, 1), (2, 2, 1), (2, 2, 2), (3, 3, 2)])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))

@@ -38,6 +38,7 @@ NOT_RUN = [
     (r"predict_speed.py", "measurement with minutes of CHGNet; needs runs/pretrained/data (the text says how)"),
     (r"train_pretrained.py", "20-minute budget per member"),
     (r"first_result.py", "a measurement (a dozen fresh processes); run by hand"),
+    (r"symmetry_effect.py", "a measurement on a converted test split (minutes); needs runs/pretrained/data"),
     (r"train_throughput.py", "a training-throughput measurement (minutes)"),
     (r"cpu_recipes.py|time_to_accuracy.py|baseline_init.py",
      "measurements of 45-90 CPU-minutes on real data; tests/test_timed_runs.py checks their pieces"),
@@ -107,7 +108,9 @@ QUICK = ["e3relax --version", "e3relax pretrained", "e3relax data layouts",
          "print(resolve_checkpoints('pnictides')[0])\"",
          "e3relax data convert builtin --src builtin --out data/builtin",
          "e3relax predict my_structures/ --checkpoint pnictides --out relaxed/ --format cif",
-         "e3relax predict my_cifs/ POSCAR_* data.extxyz --checkpoint pnictides --out relaxed/"]
+         "e3relax predict my_cifs/ POSCAR_* data.extxyz --checkpoint pnictides --out relaxed/",
+         "e3relax predict my_cifs/ --checkpoint pnictides --out relaxed/ --symprec 0.1",
+         "e3relax predict my_cifs/ --checkpoint pnictides --out relaxed/ --no-symmetry --no-canonical-cell"]
 
 #: training.md in order; each (documented command, what is appended to it here)
 TRAINING = [

@@ -71,11 +71,24 @@ def test_dummy_model_scores_as_the_dummy_column(records):
         assert np.allclose(table.metrics[name], table.dummy[name])
 
 
+def test_relaxer_evaluation_is_its_relax(records):
+    """Evaluating a Relaxer frames and projects each structure exactly as ``relax`` does."""
+    from e3relax.predict import Relaxer
+
+    relaxer = Relaxer([_model(0)], GRAPH, dtype=torch.float64)
+    table = evaluate(relaxer, records, batch_size=2, progress=None, keep_structures=True)
+    for inp, out in zip(table.inputs, table.structures):
+        want = relaxer.relax(inp)["final_structure"]
+        assert np.abs(out.positions - want.positions).max() < 1e-10
+        assert np.abs(out.cell.array - want.cell.array).max() < 1e-10
+
+
 def test_ensemble_reports_uncertainty_and_the_mean(records):
     from e3relax.predict import Relaxer
 
     members = [_model(0), _model(1)]
-    ens = evaluate(Relaxer(members, GRAPH, dtype=torch.float64), records, progress=None, keep_structures=True)
+    raw = Relaxer(members, GRAPH, dtype=torch.float64, symmetry=False, canonical=False)  # as the bare models
+    ens = evaluate(raw, records, progress=None, keep_structures=True)
     assert np.all(ens.extra["uncertainty"] > 0)
     singles = [evaluate(m, records, progress=None, keep_structures=True) for m in members]
     for b in range(len(records)):

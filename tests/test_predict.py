@@ -64,10 +64,19 @@ def test_relax_types_order_trajectory(ckpts):
     assert many[0]["trajectory"] is None
 
 
+def test_framed_and_projected_relax_batches_like_one_by_one(ckpts):
+    relaxer = Relaxer.from_checkpoint(ckpts[0])
+    atoms = structures()
+    for rb, rs in zip(relaxer.relax(atoms, batch_size=3), [relaxer.relax(a, batch_size=1) for a in atoms]):
+        np.testing.assert_allclose(rb["final_structure"].positions, rs["final_structure"].positions, atol=1e-5)
+        np.testing.assert_allclose(rb["final_structure"].cell.array, rs["final_structure"].cell.array, atol=1e-5)
+
+
 def test_relax_equals_model_forward_and_batching(ckpts):
+    """With framing and projection off, ``relax`` is the model's own last layer."""
     from e3relax.records import collate, structure_to_data
 
-    relaxer = Relaxer.from_checkpoint(ckpts[0])
+    relaxer = Relaxer.from_checkpoint(ckpts[0], symmetry=False, canonical=False)
     atoms = structures()
     batched = relaxer.relax(atoms, batch_size=3)
     single = [relaxer.relax(a, batch_size=1) for a in atoms]
@@ -88,8 +97,9 @@ def test_relax_equals_model_forward_and_batching(ckpts):
 
 def test_ensemble_mean_and_uncertainty(ckpts):
     a = structures()[2]
-    ens = Relaxer.from_checkpoint(ckpts).relax(a)
-    members = [Relaxer.from_checkpoint(c).relax(a)["final_structure"].positions for c in ckpts]
+    raw = {"symmetry": False, "canonical": False}  # the projection of the mean is not the mean of projections
+    ens = Relaxer.from_checkpoint(ckpts, **raw).relax(a)
+    members = [Relaxer.from_checkpoint(c, **raw).relax(a)["final_structure"].positions for c in ckpts]
     mean = np.mean(members, axis=0)
     np.testing.assert_allclose(ens["final_structure"].positions, mean, atol=1e-5)
     expected = np.sqrt(np.mean([np.sum((m - mean) ** 2, axis=1) for m in members], axis=0).mean())

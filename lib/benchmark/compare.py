@@ -27,6 +27,7 @@ from e3relax.benchmark.predict import Predictions, dummy_predictions, predict, s
 from e3relax.benchmark.runner import match_summary, test_model, train_model
 from e3relax.benchmark.suite import REFERENCE_MODEL, ModelRun, ablation_runs, model_runs
 from e3relax.metrics import MAE_POS
+from e3relax.predict.prepare import FrameSettings
 
 __all__ = ["Comparison", "software_versions", "render_existing", "merge_results"]
 
@@ -76,6 +77,7 @@ class Comparison:
         device: torch device string.
         match_max, timing_structures, chgnet, chgnet_max_steps, fmax: evaluation settings.
         resume: keep the (model, seed) records already in ``out/results.json``.
+        frames: canonical frame and space-group projection of the test predictions (default both on).
     """
 
     runs: list[ModelRun]
@@ -92,6 +94,7 @@ class Comparison:
     resume: bool = False
     progress_bar: bool = False
     budget_text: str = ""
+    frames: FrameSettings = field(default_factory=FrameSettings)
     _results: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -108,7 +111,9 @@ class Comparison:
         return cls(runs, list(args.seeds), budget, Path(args.out),
                    (args.data, args.layout, args.data_cache, args.split_ratio, args.data_seed, args.limit),
                    args.device, args.match_max, args.timing_structures, args.chgnet, args.chgnet_max_steps,
-                   args.fmax, args.resume, args.progress_bar, text)
+                   args.fmax, args.resume, args.progress_bar, text,
+                   FrameSettings(not getattr(args, "no_symmetry", False), not getattr(args, "no_canonical_cell", False),
+                                 getattr(args, "symprec", 0.01)))
 
     # ------------------------------------------------------------------ state
     @property
@@ -202,6 +207,8 @@ class Comparison:
         return {"dataset": data_desc, "split_sizes": sizes, "test_structures": n_test, "seeds": self.seeds,
                 "budget": self.budget.as_dict(), "budget_text": self.budget_text, "device": self.device,
                 "match_structures": min(n_test, self.match_max or n_test), "software": software_versions(),
+                "symmetry": self.frames.symmetry, "canonical_cell": self.frames.canonical,
+                "symprec": self.frames.symprec,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
     def _dummy(self, test_ds: Any) -> None:
@@ -220,7 +227,7 @@ class Comparison:
                  record["best_step"])
         device = resolve_device(self.device)
         preds, test = test_model(model, test_ds, device, self.budget.batch_size, self.match_max,
-                                 self.timing_structures)
+                                 self.timing_structures, self.frames)
         _write_per_structure(preds, self.out / "per_structure" / f"{run.key}_s{seed}.csv")
         log.info("%s %s seed %d: test coord MAE %.4f Å, shape %.4f Å², volume %.3f Å³ (Dummy %.4f / %.4f / %.3f)",
                  tag, run.label, seed, test["metrics"][MAE_POS], test["metrics"]["shape_dev"],
@@ -276,7 +283,7 @@ class Comparison:
         chg_ms = 1e3 * float(np.mean(fire["seconds"]))
         e3_ms = math.nan
         if ref_model is not None:
-            e3 = predict(ref_model, sub, torch.device("cpu"), torch.float32, self.budget.batch_size)
+            e3 = predict(ref_model, sub, torch.device("cpu"), torch.float32, self.budget.batch_size, self.frames)
             first = next(iter(self._results["models"][REFERENCE_MODEL]["seeds"].values()))
             e3_ms = first["timing"]["batch1_ms"]
             rows.append((f"E3Relax (seed {self.seeds[0]})", {k: float(np.mean(v)) for k, v in e3.metrics.items()}, e3_ms))

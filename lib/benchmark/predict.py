@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, Subset
 
 from e3relax.engine.data import collate, prepare_batch
 from e3relax.engine.evaluation import EvalTable, evaluate
+from e3relax.predict.prepare import FrameSettings
 
 __all__ = ["Predictions", "predict", "dummy_predictions", "time_inference", "count_parameters", "subset"]
 
@@ -27,9 +28,23 @@ Predictions = EvalTable
 
 
 def predict(model: torch.nn.Module, dataset: Dataset, device: torch.device, dtype: torch.dtype = torch.float32,
-            batch_size: int = 16) -> Predictions:
-    """Last-layer predictions of ``model`` on ``dataset`` with their per-structure metrics and structures."""
-    return evaluate(model, dataset, batch_size=batch_size, device=device, dtype=dtype, keep_structures=True,
+            batch_size: int = 16, frames: FrameSettings | None = None) -> Predictions:
+    """Last-layer predictions of ``model`` on ``dataset`` with their per-structure metrics and structures.
+
+    The model runs inside a :class:`~e3relax.predict.Relaxer` (graphs built with the dataset's recorded
+    graph settings), so the comparison scores what ``e3relax predict`` returns: by default in the
+    canonical frame and projected onto each input's space group; ``frames`` says otherwise
+    (``FrameSettings(symmetry=False, canonical=False)``: the model's raw output).
+    """
+    from e3relax.model_base import dataset_graph
+    from e3relax.predict import Relaxer
+    from e3relax.predict.pretrained import DEFAULT_GRAPH
+
+    frames = frames or FrameSettings()
+    model = model.to(device=device, dtype=dtype).eval()
+    relaxer = Relaxer([model], dataset_graph(dataset) or DEFAULT_GRAPH, device=device, dtype=dtype,
+                      symmetry=frames.symmetry, canonical=frames.canonical, symprec=frames.symprec)
+    return evaluate(relaxer, dataset, batch_size=batch_size, device=device, dtype=dtype, keep_structures=True,
                     progress=None)
 
 

@@ -87,9 +87,11 @@ def match_summary(preds: Predictions, limit: int | None) -> tuple[dict[str, floa
 
 
 def test_model(model: torch.nn.Module, test_ds: Any, device: torch.device, batch_size: int,
-               match_limit: int | None, timing_structures: int = 32) -> tuple[Predictions, dict[str, Any]]:
-    """Predict the test set; summarise metrics, matching, timing and size."""
-    preds = predict(model, test_ds, device, torch.float32, batch_size)
+               match_limit: int | None, timing_structures: int = 32,
+               frames: Any = None) -> tuple[Predictions, dict[str, Any]]:
+    """Predict the test set (through :func:`~e3relax.benchmark.predict.predict` with ``frames``);
+    summarise metrics, matching, timing and size."""
+    preds = predict(model, test_ds, device, torch.float32, batch_size, frames)
     summary = {k: float(np.nanmean(v)) for k, v in preds.metrics.items()}
     match, n_match = match_summary(preds, match_limit)
     timing = time_inference(model, subset(test_ds, timing_structures), device, torch.float32,

@@ -4,6 +4,9 @@ Writes ``per_structure.csv`` (every metric, model and Dummy), ``summary.json`` a
 
     e3relax evaluate --checkpoint runs/mp/checkpoints/best.pt --data data/mp/test --out results/mp
     e3relax evaluate --checkpoint pnictides --data data/pnictides/test.lmdb   # a shipped ensemble
+
+Predictions go through the same path as ``e3relax predict`` (reduced primitive cell, projection onto
+the input's space group); ``--no-symmetry`` / ``--no-canonical-cell`` score the model's raw output.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from e3relax.cli.predict import add_frame_arguments
+
     p = subparsers.add_parser("evaluate", help="evaluate a checkpoint: per-structure CSV, summary JSON and table",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True,
@@ -28,6 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
     p.add_argument("--dtype", default=None, choices=["float32", "float64"], help="default: the run's dtype")
     p.add_argument("--num-workers", type=int, default=0, help="data loader workers; default 0")
+    add_frame_arguments(p)
     p.add_argument("--skip-bad-records", action="store_true",
                    help="leave out (and count) records that fail validation instead of stopping")
     p.set_defaults(func=run)
@@ -51,12 +57,14 @@ def run(args: argparse.Namespace) -> int:
         import logging
 
         logging.getLogger("ignite.engine.engine.Engine").setLevel(logging.WARNING)
+    from e3relax.cli.predict import frame_options
     from e3relax.engine.report import evaluate_checkpoint
 
+    frames = frame_options(args)
     out = args.out or str(default_out(args.checkpoint, args.data))
     summary = evaluate_checkpoint(args.checkpoint, args.data, out, batch_size=args.batch_size, device=args.device,
                                   weights=args.weights, dtype=args.dtype, num_workers=args.num_workers,
-                                  skip_bad_records=args.skip_bad_records)
+                                  skip_bad_records=args.skip_bad_records, **frames)
     print((Path(out) / "summary.md").read_text(encoding="utf-8"))
     if summary["skipped_records"]:
         print(f"e3relax evaluate: skipped {summary['skipped_records']} bad record(s) of {args.data} "

@@ -5,6 +5,11 @@ Examples::
     e3relax predict my_cifs/ POSCAR_* data.extxyz --checkpoint pnictides --out relaxed/
     e3relax predict structures/ --checkpoint runs/mine/checkpoints/best.pt --out out --format vasp
     e3relax predict slab.cif --checkpoint srnbh --out out --refine chgnet --fmax 0.05
+    e3relax predict POSCAR --checkpoint pnictides --out out --no-symmetry --no-canonical-cell
+
+Each prediction is made in the input's reduced primitive cell and projected onto the input's
+space-group operations (spglib, --symprec, default 0.01 A), then written in the input's own cell,
+atom order and origin; --no-symmetry and --no-canonical-cell turn these off.
     e3relax pretrained
 
 Each relaxed structure is written as ``OUT/<input stem>.<format>`` (``<stem>_<i>`` for the i-th
@@ -40,6 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="also apply the predicted strain along vacuum / non-periodic directions")
     p.add_argument("--vacuum-threshold", type=float, default=7.0,
                    help="an empty gap wider than this (A) is vacuum; negative: only pbc False counts")
+    add_frame_arguments(p)
     p.add_argument("--refine", choices=["chgnet"], default=None, help="polish each prediction with CHGNet + FIRE")
     p.add_argument("--fmax", type=float, default=0.05, help="refinement force threshold (eV/A); default 0.05")
     p.add_argument("--max-steps", type=int, default=500, help="refinement FIRE step cap; default 500")
@@ -48,6 +54,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q = subparsers.add_parser("pretrained", help="list the pretrained checkpoints that ship with e3relax")
     q.set_defaults(func=run_pretrained)
     return p
+
+
+def add_frame_arguments(p: argparse.ArgumentParser) -> None:
+    """``--no-symmetry``, ``--no-canonical-cell`` and ``--symprec`` (shared by predict and evaluate)."""
+    p.add_argument("--no-symmetry", action="store_true",
+                   help="do not project the prediction onto the input's space-group operations")
+    p.add_argument("--no-canonical-cell", action="store_true",
+                   help="predict in the input's own cell, not in its reduced primitive cell")
+    p.add_argument("--symprec", type=float, default=0.01,
+                   help="spglib tolerance (A) for the operations and the primitive cell; default 0.01")
+
+
+def frame_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~e3relax.predict.Relaxer` keywords of :func:`add_frame_arguments`."""
+    from e3relax.predict.symmetry import check_symprec
+
+    return {"symmetry": not args.no_symmetry, "canonical": not args.no_canonical_cell,
+            "symprec": check_symprec(args.symprec, "--symprec")}
 
 
 def run_pretrained(args: argparse.Namespace) -> int:
@@ -87,6 +111,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from e3relax.predict import Relaxer
     from e3relax.predict.io import find_inputs, iter_items, output_names, write_structure, write_summary
 
+    frames = frame_options(args)  # a bad --symprec fails before any file is read
     files, problems = find_inputs(args.inputs)
     failures: list[dict[str, Any]] = []
     for spec, reason in problems:
@@ -95,7 +120,7 @@ def run_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        relaxer = Relaxer.from_checkpoint(args.checkpoint, device=args.device, ensemble=not args.no_ensemble)
+        relaxer = Relaxer.from_checkpoint(args.checkpoint, device=args.device, ensemble=not args.no_ensemble, **frames)
     except (FileNotFoundError, ValueError) as exc:  # a wrong name or path, a refused file: one line, status 2
         from e3relax.errors import InputError
 

@@ -57,13 +57,15 @@ def write_report(table: EvalTable, out_dir: str | Path, meta: Mapping[str, Any])
 
 def evaluate_checkpoint(checkpoint: str | Path, data: Any, out_dir: str | Path, batch_size: int = 16,
                         device: str = "auto", weights: str = "ema", dtype: str | None = None,
-                        num_workers: int = 0, skip_bad_records: bool = False) -> dict[str, Any]:
+                        num_workers: int = 0, skip_bad_records: bool = False, symmetry: bool = True,
+                        canonical: bool = True, symprec: float = 0.01) -> dict[str, Any]:
     """Load ``checkpoint`` (safely; a file, run folder, pretrained name or ensemble), evaluate it on
     ``data`` (LMDB path or dataset) and write the report.
 
     The data is opened first, so a wrong path or a bad database fails before any model loads.
     With ``skip_bad_records`` records that fail validation are left out and counted
     (``skipped_records`` in the summary); otherwise the first one stops the evaluation.
+    ``symmetry``, ``canonical`` and ``symprec`` are those of :class:`~e3relax.predict.Relaxer`.
 
     Returns:
         the summary document written to ``summary.json``.
@@ -79,11 +81,13 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Any, out_dir: str | Path, 
     if len(dataset) == 0:
         raise InputError(f"--data {data} holds no structures")
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype or "", None)
-    relaxer = Relaxer.from_checkpoint(checkpoint, device=device, dtype=torch_dtype, weights=weights)
+    relaxer = Relaxer.from_checkpoint(checkpoint, device=device, dtype=torch_dtype, weights=weights,
+                                      symmetry=symmetry, canonical=canonical, symprec=symprec)
     table = evaluate(relaxer, dataset, batch_size=batch_size, num_workers=num_workers)
     meta = {"checkpoint": str(checkpoint), "data": str(data) if isinstance(data, (str, Path)) else "dataset",
             "members": relaxer.names, "weights": weights, "device": str(relaxer.device),
-            "dtype": str(relaxer.dtype), "skipped_records": skipped_records(dataset)}
+            "dtype": str(relaxer.dtype), "skipped_records": skipped_records(dataset),
+            "symmetry": symmetry, "canonical_cell": canonical, "symprec": symprec}
     paths = write_report(table, out_dir, meta)
     log.info("wrote %s, %s and %s", *paths.values())
     return json.loads(paths["json"].read_text(encoding="utf-8"))

@@ -12,6 +12,12 @@ Example::
 and ``trajectory`` (here one frame per model layer: the input, then each refinement step).
 With several checkpoints (a shipped ensemble) the prediction is the members' mean and
 ``uncertainty`` their spread: the RMS distance of the members' final positions from the mean (A).
+
+By default every input is predicted in its canonical frame (primitive cell, reduced basis, atom 0 at
+the origin: :mod:`~e3relax.predict.canonical`) and every layer is projected onto the input's
+space-group operations (:mod:`~e3relax.predict.symmetry`), then mapped back into the user's basis,
+atom order and origin; ``symmetry=False`` / ``canonical=False`` turn these off, ``symprec`` (A) is
+spglib's tolerance.
 """
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ import torch
 from e3relax import keys
 from e3relax.predict.geometry import SanityLimits, close_contacts, keep_vacuum, min_distance, sanity_flags, \
     vacuum_directions
+from e3relax.predict.prepare import FrameSettings, Prepared, prepare
+from e3relax.predict.symmetry import DEFAULT_SYMPREC, check_symprec
 from e3relax.structures import as_atoms, to_structure
 
 __all__ = ["Relaxer", "RelaxTrajectory", "structure_like", "SMALL_BATCH_EDGES"]
@@ -97,11 +105,19 @@ class Relaxer:
         device: torch device.
         dtype: float precision of the forward pass.
         names: where each model came from (for logs).
+        symmetry: project every predicted layer onto the input's space-group operations (default on).
+        canonical: predict in the canonical frame (primitive cell, reduced basis, atom 0 at the
+            origin) and map back into the user's (default on).
+        symprec: spglib tolerance (A) for both; default 0.01, as ASE's ``FixSymmetry``.
+
+    Raises:
+        InputError: for ``symprec <= 0``.
     """
 
     def __init__(self, models: Sequence[torch.nn.Module], graph: dict[str, Any], limits: SanityLimits | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 names: Sequence[str] | None = None) -> None:
+                 names: Sequence[str] | None = None, symmetry: bool = True, canonical: bool = True,
+                 symprec: float = DEFAULT_SYMPREC) -> None:
         from e3relax.registry import GRAPHS
 
         if not models:
@@ -115,11 +131,13 @@ class Relaxer:
         self.extra_columns = ("uncertainty",) if len(self.models) > 1 else ()
         self.dtype = dtype
         self.names = list(names or [f"model{i}" for i in range(len(models))])
+        self.frames = FrameSettings(bool(symmetry), bool(canonical), check_symprec(symprec))
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | Sequence[str | Path], device: str = "cpu",
                         dtype: torch.dtype | None = None, weights: str = "ema", ensemble: bool = True,
-                        limits: SanityLimits | None = None) -> "Relaxer":
+                        limits: SanityLimits | None = None, symmetry: bool = True, canonical: bool = True,
+                        symprec: float = DEFAULT_SYMPREC) -> "Relaxer":
         """Load a checkpoint file, run folder or pretrained name (``e3relax pretrained`` lists them).
 
         Args:
@@ -129,10 +147,13 @@ class Relaxer:
             weights: ``ema`` (default) or ``model``.
             ensemble: use every member of a pretrained ensemble (False: the first only, faster).
             limits: flag thresholds; default: the checkpoint's recorded training range.
+            symmetry, canonical, symprec: as for :class:`Relaxer`.
         """
         from e3relax.device import resolve_device
         from e3relax.engine.checkpoint import load_checkpoint, model_from_checkpoint
         from e3relax.predict.pretrained import graph_spec, resolve_checkpoints
+
+        symprec = check_symprec(symprec)  # before any model loads
 
         device = resolve_device(device)
         files = resolve_checkpoints(checkpoint)
@@ -155,7 +176,7 @@ class Relaxer:
                 limits.volume_ratio = (0.8 * float(lo), 1.25 * float(hi))
             if len(files) > 1 and stats.get("uncertainty_threshold") is not None:
                 limits.uncertainty = float(stats["uncertainty_threshold"])
-        return cls(models, graphs[0], limits, device, dt, [str(f) for f in files])
+        return cls(models, graphs[0], limits, device, dt, [str(f) for f in files], symmetry, canonical, symprec)
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
@@ -176,18 +197,66 @@ class Relaxer:
     def predict_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Last-layer prediction of a collated batch with graphs, for :func:`e3relax.engine.evaluation.evaluate`.
 
+        Unless framing and projection are both off, each structure is taken out of the batch and
+        predicted as :meth:`relax` would (canonical frame, projection, back into its own frame).
+
         Returns:
             (pos [N, 3], cell [B, 3, 3], extras): ``extras["uncertainty"]`` [B] is the RMS distance of the
             members' final positions from their mean (A), for an ensemble only.
         """
-        pos, cell, spread = self._forward(batch)
+        from e3relax.metrics import structures_from_batch
+
+        if self.frames.off:
+            pos_t, cell_t, spread = self._forward(batch)
+            pos, cell = pos_t[-1], cell_t[-1]
+        else:
+            pbc = batch[keys.PBC].reshape(-1, 3) if keys.PBC in batch else None
+            structures = structures_from_batch(batch[keys.POS_U], batch[keys.CELL_U].reshape(-1, 3, 3), batch[keys.Z],
+                                               batch[keys.BATCH], pbc)
+            ids = batch[keys.ID] if keys.ID in batch else [f"#{i}" for i in range(len(structures))]
+            prepared = [self._prepare(a, str(i)) for a, i in zip(structures, ids)]
+            results = self._predict_prepared([p for p, _ in prepared], [d for _, d in prepared])
+            like = batch[keys.POS_U]
+            pos = torch.cat([torch.as_tensor(r[0][-1]) for r in results]).to(like.device, like.dtype)
+            cell = torch.stack([torch.as_tensor(r[1][-1]) for r in results]).to(like.device, like.dtype)
+            spread = None if results[0][2] is None else \
+                torch.cat([torch.as_tensor(r[2]) for r in results]).to(like.device, like.dtype)
         extras = {}
         if spread is not None:
             from torch_geometric.utils import scatter
 
-            extras["uncertainty"] = scatter(spread, batch[keys.BATCH], dim=0, dim_size=cell[-1].shape[0],
+            extras["uncertainty"] = scatter(spread, batch[keys.BATCH], dim=0, dim_size=cell.shape[0],
                                             reduce="mean").sqrt()
-        return pos[-1], cell[-1], extras
+        return pos, cell, extras
+
+    def _prepare(self, atoms: Any, sid: str) -> tuple[Prepared, Any]:
+        """The framed input and its graph ``Data``; raises ValueError / TypeError for an invalid input."""
+        from e3relax.records import structure_to_data
+
+        prep = prepare(atoms, self.frames, sid)
+        return prep, structure_to_data(prep.atoms, self.graph, sid=sid, dtype=self.dtype)
+
+    def _predict_prepared(self, prepared: Sequence[Prepared], datas: Sequence[Any]
+                          ) -> list[tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None]]:
+        """One forward pass over prepared inputs: per input, the per-layer positions [N, 3] and cells
+        [3, 3] (projected, in the user's frame, float64) and the per-atom ensemble spread [N] (or None)."""
+        from e3relax.records import collate
+
+        batch = collate(list(datas)).to(self.device)
+        for k in (keys.POS_U, keys.CELL_U):
+            batch[k] = batch[k].to(self.dtype)
+        pos, cell, spread = self._forward(batch)
+        pos = [p.double().cpu().numpy() for p in pos]
+        cell = [c.double().cpu().numpy() for c in cell]
+        spread = None if spread is None else spread.double().cpu().numpy()
+        ptr = batch.ptr.tolist()
+        out = []
+        for b, prep in enumerate(prepared):
+            sl = slice(ptr[b], ptr[b + 1])
+            layers = [prep.to_user(p[sl], c[b]) for p, c in zip(pos, cell)]
+            out.append(([x for x, _ in layers], [c for _, c in layers],
+                        None if spread is None else prep.frame.values_to_user(spread[sl])))
+        return out
 
     def _finish(self, structure: Any, sid: str, pos_t: list[np.ndarray], cell_t: list[np.ndarray],
                 spread: np.ndarray | None, deform_vacuum: bool, vacuum_threshold: float | None,
@@ -228,32 +297,23 @@ class Relaxer:
 
         An input that fails validation yields ``{"id": ..., "error": reason}`` instead.
         """
-        from e3relax.records import collate, structure_to_data
-
         pending: list[tuple[str, Any, Any]] = []
 
         def flush() -> Iterator[dict[str, Any]]:
             good = [(k, s, x, d) for k, (s, x, d) in enumerate(pending) if not isinstance(d, Exception)]
             results: dict[int, dict[str, Any]] = {}
             if good:
-                batch = collate([d for *_, d in good]).to(self.device)
-                for k in (keys.POS_U, keys.CELL_U):
-                    batch[k] = batch[k].to(self.dtype)
-                pos, cell, spread = self._forward(batch)
-                ptr = batch.ptr.tolist()
-                for b, (k, sid, x, _) in enumerate(good):
-                    sl = slice(ptr[b], ptr[b + 1])
-                    results[k] = self._finish(
-                        x, sid, [p[sl].double().cpu().numpy() for p in pos], [c[b].double().cpu().numpy() for c in cell],
-                        None if spread is None else spread[sl].double().cpu().numpy(), deform_vacuum, vacuum_threshold,
-                        return_trajectory)
+                preds = self._predict_prepared([d[0] for *_, d in good], [d[1] for *_, d in good])
+                for (k, sid, x, _), (pos_t, cell_t, spread) in zip(good, preds):
+                    results[k] = self._finish(x, sid, pos_t, cell_t, spread, deform_vacuum, vacuum_threshold,
+                                              return_trajectory)
             for k, (sid, _, d) in enumerate(pending):
                 yield {"id": sid, "error": str(d)} if isinstance(d, Exception) else results[k]
             pending.clear()
 
         for sid, x in items:
             try:
-                data = structure_to_data(as_atoms(x), self.graph, sid=sid, dtype=self.dtype)
+                data = self._prepare(as_atoms(x), sid)
             except (ValueError, TypeError) as exc:
                 data = exc
             pending.append((sid, x, data))

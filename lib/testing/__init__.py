@@ -6,6 +6,8 @@ the same way:
 - :mod:`~e3relax.testing.structures`: small float64 triclinic crystals with brute-force graphs;
 - :mod:`~e3relax.testing.equivariance`: the symmetry laws of a whole model, layer by layer
   (:func:`assert_relax_laws`);
+- :mod:`~e3relax.testing.frames`: the laws of the choice of cell (another basis, another origin)
+  on a whole prediction (:func:`~e3relax.testing.frames.frame_law_errors`);
 - :mod:`~e3relax.testing.blocks`: O(3) equivariance of one block (:func:`assert_block_equivariant`);
 - :mod:`~e3relax.testing.mixins` and :mod:`~e3relax.testing.importers`: pytest mixins
   :class:`ModelTests` and :class:`ImporterTests`; subclass one and set what to test::
