@@ -133,13 +133,44 @@ def poison(trainer, evaluator, context):
     trainer.add_event_handler(Events.ITERATION_STARTED(once=6), corrupt)
 
 
-def test_nan_loss_stops_training_and_keeps_last_good_state(tmp_path):
-    cfg = toy.toy_config(tmp_path, hooks=["test_engine.poison"], log={"tensorboard": False})
+def test_persistent_nan_stops_training_and_keeps_last_good_state(tmp_path):
+    """NaN weights make every step non-finite: with no skipped step allowed the run stops at once."""
+    cfg = toy.toy_config(tmp_path, hooks=["test_engine.poison"], log={"tensorboard": False},
+                         optim={"max_nonfinite_steps": 0})
     out = train(cfg, datasets=DATA)
-    assert out["iteration"] == 6
+    assert out["iteration"] == 6 and out["stopped_nonfinite"] == {"iteration": 6, "saved_iteration": 4}
     last = load_checkpoint(tmp_path)
     assert last["trainer"]["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in last["model"].values())
+
+
+WEIGHTS: dict = {}
+
+
+def nan_batch(trainer, evaluator, context):
+    """Hook: iteration 6 sees a batch with NaN labels (a NaN loss once); record the weights around it."""
+    def poison_batch(engine):
+        batch = engine.state.batch.clone()
+        batch[toy.K.POS_R] = torch.full_like(batch[toy.K.POS_R], float("nan"))
+        engine.state.batch = batch
+
+    def record(engine):
+        WEIGHTS[engine.state.iteration] = {k: v.clone() for k, v in context["model"].state_dict().items()}
+    trainer.add_event_handler(Events.ITERATION_STARTED(once=6), poison_batch)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=5) | Events.ITERATION_COMPLETED(once=6)
+                              | Events.ITERATION_COMPLETED(once=7), record)
+
+
+def test_a_non_finite_step_is_skipped_and_training_goes_on(tmp_path, caplog):
+    WEIGHTS.clear()
+    cfg = toy.toy_config(tmp_path, hooks=["test_engine.nan_batch"], log={"tensorboard": False})
+    with caplog.at_level("WARNING", logger="e3relax.engine.handlers"):
+        out = train(cfg, datasets=DATA)
+    assert out["iteration"] == 12 and out["skipped_nonfinite_steps"] == 1 and "stopped_nonfinite" not in out
+    assert all(torch.equal(WEIGHTS[5][k], WEIGHTS[6][k]) for k in WEIGHTS[5])  # the NaN step changed nothing
+    assert not all(torch.equal(WEIGHTS[6][k], WEIGHTS[7][k]) for k in WEIGHTS[6])  # the next one trains
+    assert all(torch.isfinite(v).all() for v in WEIGHTS[7].values())
+    assert "iteration 6: loss nan" in caplog.text and "step skipped" in caplog.text and "toy-" in caplog.text
 
 
 def test_evaluate_cli_writes_report(full_run, tmp_path):

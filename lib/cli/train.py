@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 __all__ = ["add_parser", "run", "resolve_from_args"]
@@ -97,4 +98,11 @@ def run(args: argparse.Namespace) -> int:
     summary = train(config, resume=resume)
     if summary is not None:
         print(json.dumps(summary, indent=2, default=str))
+        stop = summary.get("stopped_nonfinite")
+        if stop:
+            print(f"e3relax train: stopped at iteration {stop['iteration']}: the loss or its gradient was not "
+                  f"finite for more than {config['optim']['max_nonfinite_steps']} steps in a row; the last good "
+                  f"state (iteration {stop['saved_iteration']}) is in {config['run_dir']}/checkpoints/last.pt "
+                  "(lower optim.lr, then e3relax train --resume)", file=sys.stderr)
+            return 1
     return 0

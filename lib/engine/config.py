@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
         "amsgrad": True,
         "betas": [0.9, 0.999],
         "grad_clip": 150.0,        # max global gradient norm; None disables clipping
+        "max_nonfinite_steps": 10,  # steps with a NaN/inf loss or gradient are skipped; more in a row stop the run
     },
     "schedule": {
         "epoch_length": 800,       # optimiser steps between evaluations ("epoch" of the reference)

@@ -1,5 +1,5 @@
 """Ignite handlers wired to the trainer and evaluator: EMA with warmup, plateau LR decay, early
-stopping, best and last checkpoints (also every N steps / minutes), NaN guard, a clean stop on
+stopping, best and last checkpoints (also every N steps / minutes), skipped non-finite steps, a clean stop on
 SIGINT / SIGTERM, step timing (throughput, data-wait share), progress bar.
 """
 from __future__ import annotations
@@ -15,13 +15,14 @@ from typing import Any, Mapping
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, EarlyStopping, EMAHandler, TerminateOnNan, global_step_from_engine
+from ignite.handlers import Checkpoint, EarlyStopping, EMAHandler, global_step_from_engine
 
+from e3relax import keys
 from e3relax.engine.checkpoint import FORMAT_VERSION, AtomicSaver, RngState, Value
 from e3relax.engine.evaluator import POOLED
 
 __all__ = ["SELECT_METRIC", "attach_ema", "attach_plateau", "attach_early_stopping", "attach_checkpoints",
-           "attach_nan_guard", "LastCheckpoint", "SignalStop", "StepTimer", "selection_score"]
+           "NonFiniteSteps", "LastCheckpoint", "SignalStop", "StepTimer", "selection_score"]
 
 log = logging.getLogger(__name__)
 
@@ -261,11 +262,43 @@ class SignalStop:
         engine.terminate()
 
 
-def attach_nan_guard(trainer: Engine) -> None:
-    """Stop training (and keep the last good checkpoint) when the loss becomes NaN or infinite."""
-    # the loss as a float64 tensor: a large finite float64 loss must not overflow a float32 check
-    guard = TerminateOnNan(output_transform=lambda out: torch.tensor(out["loss"], dtype=torch.float64))
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, guard)
+class NonFiniteSteps:
+    """Counts the optimiser steps the trainer skipped because their loss or gradient norm was not
+    finite (the weights and optimiser state stay as they were, as a gradient scaler does), logs each
+    with the ids of its structures, and stops the run when more than ``limit`` come in a row (0: at
+    the first); the last good state is then in ``last.pt``.
+
+    Attributes:
+        total: skipped steps over this process's run.
+        stopped_at: the iteration that stopped the run (None: it did not).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.total, self.in_a_row = int(limit), 0, 0
+        self.stopped_at: int | None = None
+
+    def attach(self, trainer: Engine) -> "NonFiniteSteps":
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self)
+        return self
+
+    def __call__(self, engine: Engine) -> None:
+        out = engine.state.output
+        if not (isinstance(out, Mapping) and out.get("skipped_step")):
+            self.in_a_row = 0
+            return
+        self.total += 1
+        self.in_a_row += 1
+        batch = engine.state.batch
+        ids = batch[keys.ID] if keys.ID in batch else []
+        ids = ids.tolist() if torch.is_tensor(ids) else list(ids)
+        log.warning("iteration %d: loss %s, gradient norm %s: optimiser step skipped (%d in a row; structures %s)",
+                    engine.state.iteration, out.get("loss"), out.get("grad_norm"), self.in_a_row,
+                    ", ".join(map(str, ids[:16])) + (" ..." if len(ids) > 16 else ""))
+        if self.in_a_row > self.limit:
+            self.stopped_at = engine.state.iteration
+            log.error("iteration %d: %d non-finite steps in a row; stopping (last good state in last.pt). "
+                      "Lower optim.lr or check these structures.", engine.state.iteration, self.in_a_row)
+            engine.terminate()
 
 
 class StepTimer:

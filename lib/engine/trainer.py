@@ -33,7 +33,7 @@ from e3relax.engine.run_dir import prepare_run_dir
 from e3relax.errors import InputError, Interrupted
 from e3relax.metrics import MAE_POS, MAE_VOL, POOLED_MAE_POS, SHAPE_DEV
 from e3relax.engine.handlers import (LRSchedule, SignalStop, StepTimer, attach_checkpoints, attach_early_stopping,
-                                     attach_ema, attach_nan_guard, attach_plateau)
+                                     attach_ema, attach_plateau, NonFiniteSteps)
 from e3relax import keys
 
 __all__ = ["train", "training", "create_trainer", "resolve_device", "resolve_dtype", "seed_everything",
@@ -60,7 +60,8 @@ def create_trainer(model: torch.nn.Module, loss_fn: Callable, optimizer: torch.o
 
     The step output is a dict of floats: ``loss`` (averaged over processes in a distributed run),
     each per-layer term of this process (``pos/0``, ``cell/0``, ...), ``grad_norm`` (before
-    clipping, of the all-reduced gradients) and ``num_structures``.
+    clipping, of the all-reduced gradients), ``skipped_step`` (1 when the loss or the gradient norm
+    is not finite: the optimiser step is skipped, as a gradient scaler does) and ``num_structures``.
     """
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "", None)
     use_amp = amp_dtype is not None and device.type == "cuda"
@@ -79,15 +80,18 @@ def create_trainer(model: torch.nn.Module, loss_fn: Callable, optimizer: torch.o
         else:
             total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        if scaler is not None:
+        loss = total.detach()
+        if idist.get_world_size() > 1:  # every rank logs, and skips a non-finite step, at the same value
+            loss = idist.all_reduce(loss.clone()) / idist.get_world_size()
+        skipped = False
+        if scaler is not None:  # the fp16 scaler skips steps with inf/NaN gradients itself
             scaler.step(optimizer)
             scaler.update()
-        else:
+        elif bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm)):
             optimizer.step()
-        loss = total.detach()
-        if idist.get_world_size() > 1:  # every rank logs, and stops on a NaN, at the same value
-            loss = idist.all_reduce(loss.clone()) / idist.get_world_size()
-        result = {"loss": float(loss), "grad_norm": float(grad_norm)}
+        else:  # weights and optimiser moments stay as they were (NonFiniteSteps logs and counts it)
+            skipped = True
+        result = {"loss": float(loss), "grad_norm": float(grad_norm), "skipped_step": float(skipped)}
         result.update({k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()})
         result["num_structures"] = int(batch.num_graphs)
         return result
@@ -272,7 +276,7 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     scaler = torch.amp.GradScaler("cuda") if config["amp"] == "fp16" and device.type == "cuda" else None
     trainer = create_trainer(model, loss_fn, optimizer, device, dtype, config["optim"]["grad_clip"], config["amp"], scaler)
     timer = StepTimer(int(config["log"]["every"])).attach(trainer)
-    attach_nan_guard(trainer)
+    nonfinite = NonFiniteSteps(config["optim"]["max_nonfinite_steps"]).attach(trainer)
     ema = attach_ema(trainer, model, config["ema"])
     evaluator = create_evaluator(ema.ema_model, device, dtype, config["amp"])
     objects: dict[str, Any] = {"model": model, "ema_model": ema.ema_model, "optimizer": optimizer, "trainer": trainer}
@@ -314,6 +318,9 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     if stop.signum is not None:
         out["interrupted"] = {"signal": int(stop.signum), "iteration": trainer.state.iteration,
                               "saved_iteration": last.saved_iteration}
+    out["skipped_nonfinite_steps"] = nonfinite.total
+    if nonfinite.stopped_at is not None:
+        out["stopped_nonfinite"] = {"iteration": nonfinite.stopped_at, "saved_iteration": last.saved_iteration}
     skipped = skipped_records(train_ds) + (skipped_records(val_ds) if val_ds is not None else 0)
     if skipped:
         out["skipped_records"] = skipped
