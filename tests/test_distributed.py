@@ -72,11 +72,13 @@ def poison_rank1(trainer, evaluator, context):
 
 
 def test_nan_on_one_rank_stops_all(tmp_path):
+    """Every rank sees the same all-reduced loss and gradient norm, so all skip or stop together."""
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
     cfg = toy.toy_config(tmp_path, hooks=["test_distributed.record", "test_distributed.poison_rank1"],
                          model={"name": "test_engine_toy.ToyModel", "hidden_channels": 8, "num_layers": 2},
                          loss={"name": "test_engine_toy.ToyLoss"}, log={"figures": False, "tensorboard": False},
+                         optim={"max_nonfinite_steps": 0},  # no non-finite step skipped: stop at the first
                          distributed={"nproc_per_node": 2, "backend": "gloo", "master_port": _free_port()})
     train(cfg, datasets={"train": toy.make_dataset(12), "val": toy.make_dataset(6, start=100)})
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
