@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from e3relax.benchmark.timed_runs import plot_curves, records, reference_lines, run_all
+from e3relax.benchmark.timed_runs import add_run_arguments, plot_curves, records, reference_lines, run_all
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 _OLD_LATTICE = {"model.lattice_head.identity_init": False, "model.lattice_head.max_strain": None}
@@ -85,15 +85,8 @@ def table(curves: dict[str, list[dict[str, float]]], lines: dict[str, dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="converted folder (train.lmdb, val.lmdb)")
     p.add_argument("--models", nargs="+", default=list(OLD_INIT), choices=list(OLD_INIT))
-    p.add_argument("--cpu-minutes", type=float, default=10.0, help="CPU budget per run; default 10")
-    p.add_argument("--val-structures", type=int, default=200)
-    p.add_argument("--every", type=int, default=200, help="steps between validations; default 200")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=2, help="runs at a time, one core each; default 2")
-    p.add_argument("--out", default="results/baseline_init")
-    p.add_argument("--render", action="store_true", help="only redraw from the runs' checkpoints")
+    add_run_arguments(p, cpu_minutes=10.0, val_structures=200, every=200, out="results/baseline_init")
     args = p.parse_args(argv)
     out = Path(args.out)
     failed = set() if args.render else set(run_all(runs(args), out, jobs=args.jobs))

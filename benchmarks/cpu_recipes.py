@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from e3relax.benchmark.timed_runs import METRICS, plot_curves, records, reference_lines, run_all
+from e3relax.benchmark.timed_runs import add_run_arguments, METRICS, plot_curves, records, reference_lines, run_all
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "train_e3relax_cpu.yaml"
 
@@ -81,15 +81,8 @@ def table(curves: dict[str, list[dict[str, float]]], lines: dict[str, dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="converted folder (train.lmdb, val.lmdb)")
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    p.add_argument("--cpu-minutes", type=float, default=6.0, help="CPU budget per recipe; default 6")
-    p.add_argument("--val-structures", type=int, default=300)
-    p.add_argument("--every", type=int, default=100, help="steps between validations; default 100")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=2, help="runs at a time, one core each; default 2")
-    p.add_argument("--out", default="results/recipes")
-    p.add_argument("--render", action="store_true", help="only redraw from the runs' checkpoints")
+    add_run_arguments(p, cpu_minutes=6.0, val_structures=300, every=100, out="results/recipes")
     args = p.parse_args(argv)
     out = Path(args.out)
     if not args.render and run_all(runs(args), out, jobs=args.jobs):

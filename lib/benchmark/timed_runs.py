@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["METRICS", "launch", "run_all", "records", "reference_lines", "plot_curves", "time_to_reach"]
+__all__ = ["METRICS", "add_run_arguments", "launch", "run_all", "records", "reference_lines", "plot_curves", "time_to_reach"]
 
 #: validation metrics drawn, with their axis labels
 METRICS = (("mae_pos", "coordinates (Å)"), ("shape_dev", "shape (Å²)"), ("mae_vol", "volume (Å³)"))
@@ -23,6 +23,18 @@ METRICS = (("mae_pos", "coordinates (Å)"), ("shape_dev", "shape (Å²)"), ("mae
 
 def _value(v: Any) -> str:
     return json.dumps(v) if v is None or isinstance(v, bool) else str(v)
+
+
+def add_run_arguments(p: Any, cpu_minutes: float, val_structures: int, every: int, out: str) -> None:
+    """The options every timed-runs script shares, with its defaults, on an argparse parser."""
+    p.add_argument("--data", required=True, help="converted folder (train.lmdb, val.lmdb)")
+    p.add_argument("--cpu-minutes", type=float, default=cpu_minutes, help=f"CPU budget per run; default {cpu_minutes:g}")
+    p.add_argument("--val-structures", type=int, default=val_structures)
+    p.add_argument("--every", type=int, default=every, help=f"steps between validations; default {every}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time, one core each; default 2")
+    p.add_argument("--out", default=out)
+    p.add_argument("--render", action="store_true", help="only redraw from the runs' checkpoints")
 
 
 def launch(name: str, config: str | Path, overrides: Mapping[str, Any], out: Path) -> subprocess.Popen | None:
