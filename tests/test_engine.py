@@ -11,6 +11,7 @@ from ignite.engine import Events
 
 import test_engine_toy as toy
 from e3relax.engine.checkpoint import FORMAT_VERSION, load_checkpoint
+from e3relax.engine.handlers import load_nonfinite_dump
 from e3relax.engine.trainer import train
 
 TRAIN = toy.make_dataset(12)
@@ -171,6 +172,10 @@ def test_a_non_finite_step_is_skipped_and_training_goes_on(tmp_path, caplog):
     assert not all(torch.equal(WEIGHTS[6][k], WEIGHTS[7][k]) for k in WEIGHTS[6])  # the next one trains
     assert all(torch.isfinite(v).all() for v in WEIGHTS[7].values())
     assert "iteration 6: loss nan" in caplog.text and "step skipped" in caplog.text and "toy-" in caplog.text
+    state, batch, info = load_nonfinite_dump(tmp_path / "nonfinite_6.pt")  # the failure, saved to replay
+    assert info["iteration"] == 6 and len(info["ids"]) == batch.num_graphs and info["ids"][0].startswith("toy-")
+    assert all(torch.equal(state[k], WEIGHTS[6][k]) for k in WEIGHTS[6])
+    assert torch.isnan(batch[toy.K.POS_R]).all() and torch.isfinite(batch[toy.K.POS_U]).all()
 
 
 def test_evaluate_cli_writes_report(full_run, tmp_path):
@@ -265,7 +270,7 @@ def test_ema_warmup_schedule():
 
     trainer = Engine(step)
     ema = attach_ema(trainer, model, {"decay": 0.999, "warmup": True, "warmup_offset": 10.0})
-    momenta, shadow = [], [0.0]
+    momenta = []
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _track(engine):  # registered after the EMA update

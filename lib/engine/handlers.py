@@ -22,7 +22,7 @@ from e3relax.engine.checkpoint import FORMAT_VERSION, AtomicSaver, RngState, Val
 from e3relax.engine.evaluator import POOLED
 
 __all__ = ["SELECT_METRIC", "attach_ema", "attach_plateau", "attach_early_stopping", "attach_checkpoints",
-           "NonFiniteSteps", "LastCheckpoint", "SignalStop", "StepTimer", "selection_score"]
+           "NonFiniteSteps", "load_nonfinite_dump", "LastCheckpoint", "SignalStop", "StepTimer", "selection_score"]
 
 log = logging.getLogger(__name__)
 
@@ -268,18 +268,39 @@ class NonFiniteSteps:
     with the ids of its structures, and stops the run when more than ``limit`` come in a row (0: at
     the first); the last good state is then in ``last.pt``.
 
+    With ``dump_dir`` and ``model``, the first ``keep`` skipped steps of the process also write
+    ``nonfinite_<iteration>.pt``: the weights that gave the non-finite value (unchanged, since the
+    step was skipped) and the batch, so the failure replays exactly (:func:`load_nonfinite_dump`).
+
     Attributes:
         total: skipped steps over this process's run.
         stopped_at: the iteration that stopped the run (None: it did not).
+        dumps: the files written.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, dump_dir: Path | None = None, model: torch.nn.Module | None = None,
+                 keep: int = 3) -> None:
         self.limit, self.total, self.in_a_row = int(limit), 0, 0
         self.stopped_at: int | None = None
+        self.dump_dir, self.model, self.keep = dump_dir, model, int(keep)
+        self.dumps: list[Path] = []
 
     def attach(self, trainer: Engine) -> "NonFiniteSteps":
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self)
         return self
+
+    def _dump(self, iteration: int, batch: Any, ids: list) -> None:
+        if self.dump_dir is None or self.model is None or len(self.dumps) >= self.keep:
+            return
+        model = getattr(self.model, "module", self.model)
+        items = [{k: v for k, v in d.to_dict().items() if torch.is_tensor(v)} for d in batch.to_data_list()]
+        path = Path(self.dump_dir) / f"nonfinite_{iteration}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"iteration": iteration, "model": model.state_dict(), "items": items,
+                    "ids": [str(i) for i in ids]}, path)
+        self.dumps.append(path)
+        log.warning("iteration %d: weights and batch saved to %s (replay: e3relax.engine.handlers."
+                    "load_nonfinite_dump)", iteration, path)
 
     def __call__(self, engine: Engine) -> None:
         out = engine.state.output
@@ -294,11 +315,22 @@ class NonFiniteSteps:
         log.warning("iteration %d: loss %s, gradient norm %s: optimiser step skipped (%d in a row; structures %s)",
                     engine.state.iteration, out.get("loss"), out.get("grad_norm"), self.in_a_row,
                     ", ".join(map(str, ids[:16])) + (" ..." if len(ids) > 16 else ""))
+        self._dump(engine.state.iteration, batch, ids)
         if self.in_a_row > self.limit:
             self.stopped_at = engine.state.iteration
             log.error("iteration %d: %d non-finite steps in a row; stopping (last good state in last.pt). "
                       "Lower optim.lr or check these structures.", engine.state.iteration, self.in_a_row)
             engine.terminate()
+
+
+def load_nonfinite_dump(path: str | Path) -> tuple[dict[str, torch.Tensor], Any, dict[str, Any]]:
+    """``(state_dict, batch, info)`` of a ``nonfinite_<iteration>.pt`` file (loaded weights-only):
+    load the state into the run's model and call it on the batch to replay the failure."""
+    from torch_geometric.data import Batch, Data
+
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    batch = Batch.from_data_list([Data(num_nodes=int(d[keys.Z].numel()), **d) for d in blob["items"]])
+    return blob["model"], batch, {"iteration": blob["iteration"], "ids": blob["ids"]}
 
 
 class StepTimer:

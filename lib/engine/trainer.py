@@ -276,7 +276,8 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     scaler = torch.amp.GradScaler("cuda") if config["amp"] == "fp16" and device.type == "cuda" else None
     trainer = create_trainer(model, loss_fn, optimizer, device, dtype, config["optim"]["grad_clip"], config["amp"], scaler)
     timer = StepTimer(int(config["log"]["every"])).attach(trainer)
-    nonfinite = NonFiniteSteps(config["optim"]["max_nonfinite_steps"]).attach(trainer)
+    nonfinite = NonFiniteSteps(config["optim"]["max_nonfinite_steps"], run_dir if rank == 0 else None,
+                               model).attach(trainer)
     ema = attach_ema(trainer, model, config["ema"])
     evaluator = create_evaluator(ema.ema_model, device, dtype, config["amp"])
     objects: dict[str, Any] = {"model": model, "ema_model": ema.ema_model, "optimizer": optimizer, "trainer": trainer}
