@@ -10,7 +10,10 @@ How it stays safe:
   of workers. Splits come from the importer (published split) or from a hash of the id.
 - Everything is written under ``out/.partial/`` first. Items are processed in chunks of
   ``chunk_size``; a chunk's shards are written under temporary names, then a chunk report marks
-  the chunk done. An interrupted run leaves only ``.partial``: rerunning with the same settings
+  the chunk done.
+- An item with frames (``RawPair.frames``) whose pair lands in the training split also yields one
+  ``(frame -> relaxed)`` pair per frame, written to ``out/train_frames.lmdb`` (record field
+  ``parent``); the frames of validation and test pairs are not written, so no parent leaks. An interrupted run leaves only ``.partial``: rerunning with the same settings
   resumes after the last finished chunk, with other settings it restarts cleanly.
 - Shards get their metadata record (which the reader requires) only when every chunk is done;
   then the split folders are moved to their final names and ``report.json`` is written last.
@@ -112,7 +115,7 @@ def _flush(partial: Path, chunk: int, results: list[dict], seen: set[str]) -> di
     for split, records in by_split.items():
         (partial / f"{split}.lmdb").mkdir(exist_ok=True)
         writer.write_shard(partial / f"{split}.lmdb" / SHARD_PATTERN.format(chunk), records)
-    report = {"chunk": chunk, "num_items": len(results), **chunk_entries(results)}
+    report = {"chunk": chunk, "num_items": len({r["i"] for r in results}), **chunk_entries(results)}
     writer.write_json_atomic(partial / "chunks" / f"chunk_{chunk:05d}.json", report)
     return report
 
@@ -145,13 +148,13 @@ def _process_all(importer, settings, partial, done, chunk_size, limit, workers, 
     initial = sum(c["num_items"] for c in done.values())
     bar = progress_bar(total=total, initial=initial, disable=not progress, unit="pair", desc="convert")
     current, buf, count = None, [], 0
-    for r in _run_pool(importer, settings, _jobs(importer, done, chunk_size, limit), workers):
-        c = r["i"] // chunk_size
+    for results in _run_pool(importer, settings, _jobs(importer, done, chunk_size, limit), workers):
+        c = results[0]["i"] // chunk_size  # an item's result, then those of its frames (if any)
         if current is not None and c != current:
             done[current] = _flush(partial, current, buf, seen)
             buf = []
         current = c
-        buf.append(r)
+        buf.extend(results)
         count += 1
         bar.update(1)
     if buf:

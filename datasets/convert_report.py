@@ -2,7 +2,9 @@
 
 Report fields:
     format_version, layout, src, settings (graph, ratio, seed, keep_frame, thresholds, ...);
-    counts: items, converted, skipped, by_reason {code: n}, splits {split: n}, with_warnings;
+    counts: items, converted, skipped, by_reason {code: n}, splits {split: n}, with_warnings, and
+        frames {converted, parents, skipped, held_out} when items carried trajectory frames (frame
+        pairs are not items; they are counted in splits under train_frames);
     skipped: [{id, code, reason, source}] for every item not converted;
     warnings: {id: [message, ...]} (short distances and other non-fatal findings);
     rotation_removed_deg: {id: angle} rigid rotation stripped from each relaxed structure;
@@ -38,21 +40,34 @@ def chunk_entries(results: list[dict]) -> dict[str, list[dict]]:
     """Split worker results into report entries (record bytes already removed)."""
     converted, skipped = [], []
     for r in results:
+        extra = {k: r[k] for k in ("frame", "parent", "frames_held_out") if r.get(k)}
         if r["ok"]:
-            converted.append({k: r[k] for k in ("id", "split", "natoms", "rotation_deg", "warnings", "labelled")})
+            converted.append({**{k: r[k] for k in ("id", "split", "natoms", "rotation_deg", "warnings", "labelled")},
+                              **extra})
         else:
-            skipped.append({k: r.get(k, "") for k in ("id", "code", "reason", "source")})
+            skipped.append({**{k: r.get(k, "") for k in ("id", "code", "reason", "source")}, **extra})
     return {"converted": converted, "skipped": skipped}
+
+
+def frame_counts(converted: list[dict], skipped: list[dict]) -> dict[str, int]:
+    """Trajectory-frame pairs: written, skipped (invalid), and held out with a validation/test parent."""
+    return {"converted": sum(1 for e in converted if e.get("frame")),
+            "parents": len({e["parent"] for e in converted if e.get("frame")}),
+            "skipped": sum(1 for e in skipped if e.get("frame")),
+            "held_out": sum(int(e.get("frames_held_out", 0)) for e in converted)}
 
 
 def build_report(done: Mapping[int, dict], fingerprint: Mapping[str, Any], source: Mapping[str, Any],
                  split_names: list[str], processed: int, seconds: float, workers: int) -> dict:
     """Merge chunk reports (in chunk order) into the conversion report."""
-    converted = [e for c in sorted(done) for e in done[c]["converted"]]
-    skipped = [e for c in sorted(done) for e in done[c]["skipped"]]
+    entries = [e for c in sorted(done) for e in done[c]["converted"]]
+    skipped_all = [e for c in sorted(done) for e in done[c]["skipped"]]
+    frames = frame_counts(entries, skipped_all)
+    splits = Counter(e["split"] for e in entries)
+    converted = [e for e in entries if not e.get("frame")]  # items: the pairs themselves
+    skipped = [e for e in skipped_all if not e.get("frame")]
     angles = {e["id"]: e["rotation_deg"] for e in converted if e.get("rotation_deg") is not None}
     n_ang = max(len(angles), 1)
-    splits = Counter(e["split"] for e in converted)
     warnings = {e["id"]: e["warnings"] for e in converted if e["warnings"]}
     return {
         "format_version": fingerprint["format_version"],
@@ -67,8 +82,9 @@ def build_report(done: Mapping[int, dict], fingerprint: Mapping[str, Any], sourc
             "splits": {s: splits.get(s, 0) for s in split_names},
             "with_warnings": len(warnings),
             "unlabelled": sum(1 for e in converted if not e.get("labelled", True)),
+            **({"frames": frames} if any(frames.values()) else {}),
         },
-        "skipped": skipped,
+        "skipped": skipped_all,
         "warnings": warnings,
         "rotation": {
             "over_1deg": sum(a > 1.0 for a in angles.values()) / n_ang,
@@ -99,6 +115,11 @@ def format_summary(report: Mapping[str, Any], out: Path | str) -> str:
              f"({', '.join(f'{s}: {n}' for s, n in c['splits'].items())})"]
     for code, n in c["by_reason"].items():
         lines.append(f"  skipped {n:6d}  {code}: {REASONS.get(code, '')}")
+    if "frames" in c:
+        f = c["frames"]
+        lines.append(f"  {f['converted']} trajectory-frame pairs from {f['parents']} training pairs "
+                     f"(train_frames); {f['held_out']} frames of validation/test pairs not written; "
+                     f"{f['skipped']} frames skipped")
     lines.append(f"  {c['with_warnings']} converted pairs carry warnings (see report.json)")
     rot = report["rotation"]
     lines.append(f"  rigid rotation removed: {100 * rot['over_1deg']:.1f}% of pairs > 1 deg, "

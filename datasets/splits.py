@@ -13,6 +13,8 @@ from typing import Sequence
 
 #: split names for ratios of 1, 2 and 3 parts
 SPLIT_NAMES = ("train", "val", "test")
+#: the split of the extra (trajectory frame -> relaxed) pairs made from training pairs
+FRAMES_SPLIT = "train_frames"
 
 
 def parse_ratio(text: str | Sequence[float]) -> dict[str, float]:

@@ -21,7 +21,7 @@ from typing import Any
 from e3relax import keys
 from e3relax.datasets.importers.base import Importer, RawPair, Skipped
 from e3relax.datasets.lmdb_format import encode_record
-from e3relax.datasets.splits import assign_split
+from e3relax.datasets.splits import FRAMES_SPLIT, assign_split
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +134,40 @@ def _raw_rotation(record: dict, sid: str) -> float | None:
         return None
 
 
-def process(job: tuple[int, Any]) -> dict:
+def _frame_results(i: int, item: RawPair, settings: ConvertSettings) -> list[dict]:
+    """One result per frame of ``item`` as an extra training pair ``(frame -> relaxed)``, id
+    ``<parent>:frame<k>``, tagged with its parent (a frame that fails validation is skipped)."""
+    from e3relax.records import make_record
+    from e3relax.structures import PairValidationError
+
+    out = []
+    for k, frame in enumerate(item.frames or ()):
+        fid = f"{item.id}:frame{k:03d}"
+        try:
+            record, warnings = make_record(frame, item.relaxed, fid, _STATE["graph"], energy=item.energy,
+                                           keep_frame=settings.keep_frame, thresholds=settings.thresholds)
+            record[keys.PARENT] = str(item.id)
+            data = encode_record(record)
+        except PairValidationError as exc:
+            out.append({**_skip(i, fid, exc.code, exc.reason, item.source), "frame": True})
+            continue
+        except Exception as exc:  # keep converting the rest; the report names this one
+            out.append({**_skip(i, fid, "error", f"{type(exc).__name__}: {exc}", item.source), "frame": True})
+            continue
+        angle = record.get(keys.ROTATION_REMOVED)
+        out.append({"i": i, "ok": True, "id": fid, "split": FRAMES_SPLIT, "data": data, "frame": True,
+                    "parent": str(item.id), "natoms": int(len(record[keys.Z])), "warnings": [str(w) for w in warnings],
+                    "rotation_deg": None if angle is None else float(angle), "labelled": True, "source": item.source})
+    return out
+
+
+def process(job: tuple[int, Any]) -> list[dict]:
     """Load task ``job[1]`` (index ``job[0]``), validate it and encode its record.
 
     Never raises for bad input: the result says ``ok=False`` with a code and reason instead.
+    Returns the item's result, then one per frame (:data:`FRAMES_SPLIT`) when the item carries
+    frames and lands in the training split; frames of a validation or test parent are not written
+    (counted as ``frames_held_out``), so no parent's frames cross the split.
     """
     from e3relax.records import make_record
     from e3relax.structures import PairValidationError
@@ -148,25 +178,28 @@ def process(job: tuple[int, Any]) -> dict:
     try:
         item = importer.load(task)
     except Exception as exc:  # an importer bug or odd file must not stop the conversion
-        return _skip(i, _task_id(task), "unreadable", f"{type(exc).__name__}: {exc}")
+        return [_skip(i, _task_id(task), "unreadable", f"{type(exc).__name__}: {exc}")]
     if isinstance(item, Skipped):
-        return _skip(i, item.id, item.code, item.reason, item.source)
+        return [_skip(i, item.id, item.code, item.reason, item.source)]
     if not isinstance(item, RawPair):
-        return _skip(i, _task_id(task), "error", f"importer returned {type(item).__name__}, not RawPair/Skipped")
+        return [_skip(i, _task_id(task), "error", f"importer returned {type(item).__name__}, not RawPair/Skipped")]
     try:
         record, warnings = make_record(item.unrelaxed, item.relaxed, item.id, _STATE["graph"], energy=item.energy,
                                        trajectory=item.trajectory, keep_frame=settings.keep_frame,
                                        thresholds=settings.thresholds)
         data = encode_record(record)
     except PairValidationError as exc:
-        return _skip(i, item.id, exc.code, exc.reason, item.source)
+        return [_skip(i, item.id, exc.code, exc.reason, item.source)]
     except Exception as exc:  # keep converting the rest; the report names this one
         log.debug("structure '%s' failed", item.id, exc_info=True)
-        return _skip(i, item.id, "error", f"{type(exc).__name__}: {exc}", item.source)
+        return [_skip(i, item.id, "error", f"{type(exc).__name__}: {exc}", item.source)]
     split = item.split or assign_split(item.id, settings.ratio, settings.seed)
     angle = record.get(keys.ROTATION_REMOVED)
     if settings.keep_frame and keys.CELL_R in record:
         angle = _raw_rotation(record, item.id)
-    return {"i": i, "ok": True, "id": str(item.id), "split": split, "data": data, "natoms": int(len(record[keys.Z])),
-            "warnings": [str(w) for w in warnings], "rotation_deg": None if angle is None else float(angle),
-            "labelled": item.relaxed is not None, "source": item.source}
+    frames = item.frames if item.frames and item.relaxed is not None else []
+    result = {"i": i, "ok": True, "id": str(item.id), "split": split, "data": data, "natoms": int(len(record[keys.Z])),
+              "warnings": [str(w) for w in list(item.warnings) + list(warnings)],
+              "rotation_deg": None if angle is None else float(angle), "labelled": item.relaxed is not None,
+              "source": item.source, "frames_held_out": 0 if split == "train" else len(frames)}
+    return [result] + (_frame_results(i, item, settings) if split == "train" else [])

@@ -24,6 +24,7 @@ TRAJ_CELL = "traj_cell"        #: [B, T, 3, 3] float, optional trajectory cells
 TAGS = "tags"                  #: [N] long, optional OC22-style tags (0 subsurface, 1 surface, 2 adsorbate)
 FIXED = "fixed"                #: [N] bool, optional atoms held fixed
 ROTATION_REMOVED = "rotation_removed_deg"  #: [B] float, rigid rotation stripped from the relaxed frame
+PARENT = "parent"              #: str, record only: the pair a trajectory-frame pair was made from
 
 #: Fields every record has.
 REQUIRED = (POS_U, CELL_U, Z, EDGE_INDEX, CELL_OFFSETS, EDGE_TYPE, NATOMS, PBC, ID)

@@ -261,3 +261,65 @@ def test_published_splits_duplicates_and_prediction_only_items(tmp_path):
     assert LmdbDataset(tmp_path / "out" / "val.lmdb").ids == ["p0", "p1"]
     pred = LmdbDataset(tmp_path / "out" / "predict.lmdb").record(0)
     assert keys.POS_R not in pred and pred[keys.ID] == "q"
+
+
+def _frame_runs(root, n_runs: int = 6, seed: int = 3):
+    """vasp_dirs runs whose first stage is species-sorted and starts at the final structure (as in
+    Sr-Nb-H); returns {id: (relaxed Atoms, number of distinct frames)}."""
+    from ase.io import write
+
+    from data_fixtures import random_atoms, relax_like, write_xdatcar
+
+    rng = np.random.default_rng(seed)
+    runs = {}
+    for k in range(n_runs):
+        run = root / str(k + 1)
+        (run / "MP_inputs").mkdir(parents=True)
+        og = random_atoms(rng, "SrNbH", n=6)
+        fin = relax_like(og, rng)
+        wander = [relax_like(fin, rng) for _ in range(2)]
+        order = np.argsort(-fin.numbers, kind="stable")  # stage 1 lists atoms grouped by species
+        write(str(run / "MP_inputs" / "OG_POSCAR"), og, format="vasp", direct=True)
+        write_xdatcar(run / "MP_inputs" / "XDATCAR", [f[order] for f in [fin] + wander])
+        write_xdatcar(run / "XDATCAR", [wander[-1], wander[-1], relax_like(fin, rng), fin])
+        write(str(run / "CONTCAR"), fin, format="vasp", direct=True)
+        runs[str(k + 1)] = (fin, 3)  # fin and the repeated frame are dropped: 2 + 1 distinct frames
+    return runs
+
+
+def test_trajectory_frames_become_training_pairs_split_by_parent(tmp_path):
+    runs = _frame_runs(tmp_path / "raw")
+    importer = IMPORTERS.build({"name": "vasp_dirs", "src": tmp_path / "raw", "frames_as_pairs": True})
+    report = convert(importer, tmp_path / "out", layout="vasp_dirs", graph=graph_spec(), split_ratio="1:1",
+                     progress=False)
+    c = report["counts"]
+    train = LmdbDataset(tmp_path / "out" / "train.lmdb")
+    val = LmdbDataset(tmp_path / "out" / "val.lmdb")
+    frames = LmdbDataset(tmp_path / "out" / "train_frames.lmdb")
+    assert c["items"] == c["converted"] == 6 and len(train) + len(val) == 6 and len(train) and len(val)
+    assert c["frames"] == {"converted": 3 * len(train), "parents": len(train), "skipped": 0, "held_out": 3 * len(val)}
+    assert c["splits"] == {"train": len(train), "val": len(val), "train_frames": 3 * len(train)}
+    parents = [frames.record(i)[keys.PARENT] for i in range(len(frames))]
+    assert sorted(set(parents)) == sorted(train.ids)  # no frame of a validation pair is written
+    assert frames.ids[0] == f"{parents[0]}:frame000"
+    for i in range(len(frames)):
+        rec = frames.record(i)
+        fin = runs[rec[keys.PARENT]][0]
+        np.testing.assert_array_equal(rec[keys.Z], fin.numbers)  # back in the relaxed (= unrelaxed) order
+        np.testing.assert_allclose(rec[keys.CELL_R], fin.cell.array, atol=1e-5)
+        assert np.abs(rec[keys.POS_U] - rec[keys.POS_R]).max() < 1.0  # a frame near its minimum
+    assert "train_frames" not in LmdbDataset(tmp_path / "out" / "val.lmdb").metadata.get("split", "")
+    assert frames.metadata["split"] == "train_frames"
+    few = IMPORTERS.build({"name": "vasp_dirs", "src": tmp_path / "raw", "frames_as_pairs": True, "max_frames": 2})
+    assert [len(p.frames) for p in few] == [2] * 6
+    with pytest.raises(ValueError, match="exclude each other"):
+        IMPORTERS.build({"name": "vasp_dirs", "src": tmp_path / "raw", "frames_as_pairs": True, "trajectory": True})
+
+
+def test_unreadable_frames_keep_the_pair_and_are_reported(tmp_path):
+    _frame_runs(tmp_path / "raw", n_runs=2)
+    (tmp_path / "raw" / "1" / "XDATCAR").write_text("garbage\n")
+    report = convert(IMPORTERS.build({"name": "vasp_dirs", "src": tmp_path / "raw", "frames_as_pairs": True}),
+                     tmp_path / "out", layout="vasp_dirs", graph=graph_spec(), split_ratio="1", progress=False)
+    assert report["counts"]["converted"] == 2 and report["counts"]["frames"]["converted"] == 2 + 3
+    assert any("frames not used" in w and "XDATCAR" in w for w in report["warnings"]["1"])

@@ -85,3 +85,17 @@ def test_srnbh_runs(tmp_path):
     # the last frame of the last stage is the relaxed structure (same frame convention)
     np.testing.assert_allclose(rec[keys.TRAJ_POS][:, -1], rec[keys.POS_R], atol=1e-4)
     np.testing.assert_allclose(rec[keys.TRAJ_CELL][-1], rec[keys.CELL_R], atol=1e-4)
+
+
+def test_srnbh_trajectory_frames_as_pairs(tmp_path):
+    """Frames of both stages become training pairs of training parents only; every pair still converts."""
+    _need(SRNBH)
+    importer = IMPORTERS.build({"name": "vasp_dirs", "src": SRNBH, "frames_as_pairs": True, "max_frames": 2})
+    report = convert(importer, tmp_path, layout="vasp_dirs", graph=graph_spec(), workers=2, progress=False)
+    c = report["counts"]
+    assert c["items"] == 655 and c["converted"] == 651 and c["splits"]["train"] == 516
+    assert c["frames"]["parents"] == 516 and c["frames"]["skipped"] == 0
+    assert c["splits"]["train_frames"] == c["frames"]["converted"] == 2 * 516
+    assert c["frames"]["held_out"] == 2 * (73 + 62)
+    frames, train = LmdbDataset(tmp_path / "train_frames.lmdb"), LmdbDataset(tmp_path / "train.lmdb")
+    assert {frames.record(i)[keys.PARENT] for i in range(len(frames))} == set(train.ids)

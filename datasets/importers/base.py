@@ -22,6 +22,10 @@ class RawPair:
         relaxed: ``ase.Atoms`` of the relaxed structure, or None for prediction-only items.
         energy: relaxed energy per atom (eV/atom) when the source gives it.
         trajectory: optional list of ``ase.Atoms`` frames of the relaxation (same atom order).
+        frames: optional list of ``ase.Atoms`` (same atom order) that each become an extra training
+            pair ``(frame -> relaxed)`` tagged with this pair's id as parent (written to
+            ``train_frames.lmdb`` when the parent lands in the training split; see the converter).
+        warnings: non-fatal findings of the importer (kept in the conversion report).
         split: ``"train"``, ``"val"``, ``"test"`` when the source publishes a split, else None.
         source: file or folder the pair came from (for messages).
     """
@@ -31,6 +35,8 @@ class RawPair:
     relaxed: Any | None
     energy: float | None = None
     trajectory: list | None = None
+    frames: list | None = None
+    warnings: list = field(default_factory=list)
     split: str | None = None
     source: str = ""
 

@@ -18,6 +18,12 @@ first for both stages where the first stage used the same cell setting) become t
 optionally sub-sampled to ``num_frames`` evenly spaced frames (first and last kept); frames of a
 stage run from a species-sorted POSCAR are put back into the unrelaxed atom order. A folder
 missing either side is reported as ``missing_partner``; a file ASE cannot parse as ``unreadable``.
+
+With ``frames_as_pairs=True`` every frame of the XDATCARs in ``frame_names`` (default both stages)
+becomes an extra training pair ``(frame -> CONTCAR)``: frames are put into the atom order of the
+CONTCAR (which is the unrelaxed order), frames equal to the CONTCAR, to OG_POSCAR or to the frame
+before are dropped, and ``max_frames`` keeps that many evenly spaced ones per folder. A folder whose frames
+cannot be read or matched keeps its original pair and says why in the report's warnings.
 """
 from __future__ import annotations
 
@@ -34,6 +40,9 @@ from e3relax.registry import IMPORTERS
 UNRELAXED_NAMES = ("OG_POSCAR", "MP_inputs/OG_POSCAR", "MP_inputs/POSCAR", "POSCAR")
 RELAXED_NAMES = ("CONTCAR",)
 XDATCAR_NAMES = ("XDATCAR",)
+FRAME_NAMES = ("MP_inputs/XDATCAR", "XDATCAR")
+#: frames closer than this (A, positions and cell) to the relaxed structure or the frame before are dropped
+SAME_FRAME_TOL = 1e-4
 _RUN_FILES = {"POSCAR", "OG_POSCAR", "CONTCAR", "XDATCAR", "MP_inputs"}
 
 
@@ -100,6 +109,29 @@ def match_order(reference, frames: list, source: str, max_shift: float = 1.0) ->
     return [f[perm] for f in frames]
 
 
+def distinct_frames(frames: list, ends: Sequence, tol: float = SAME_FRAME_TOL) -> list:
+    """``frames`` without those equal (within ``tol`` A in cell and positions, any periodic image)
+    to one of ``ends`` (the pair's own unrelaxed and relaxed structures) or to the frame kept before."""
+    def same(a, b) -> bool:
+        if np.abs(a.cell.array - b.cell.array).max() > tol:
+            return False
+        d = a.get_scaled_positions() - b.get_scaled_positions()
+        return bool(np.abs((d - np.round(d)) @ b.cell.array).max() <= tol)
+
+    kept = []
+    for f in frames:
+        if not any(same(f, e) for e in ends) and not (kept and same(f, kept[-1])):
+            kept.append(f)
+    return kept
+
+
+def unique_even(frames: list, max_frames: int | None) -> list:
+    """At most ``max_frames`` evenly spaced frames (first and last kept), none repeated."""
+    if max_frames is None or len(frames) <= max_frames:
+        return list(frames)
+    return [frames[i] for i in sorted(set(even_frames(len(frames), max_frames)))]
+
+
 @IMPORTERS.register("vasp_dirs")
 class VaspDirsImporter(Importer):
     """Pairs from VASP run folders (see the module docstring for the layout).
@@ -109,14 +141,26 @@ class VaspDirsImporter(Importer):
             one run folder.
         trajectory: also read XDATCAR frames as trajectory targets; a run without them is skipped.
         num_frames: keep this many evenly spaced frames (None: all; needs ``trajectory``).
-        unrelaxed_names / relaxed_names / xdatcar_names: relative file names tried in order.
+        frames_as_pairs: every XDATCAR frame of ``frame_names`` becomes an extra training pair.
+        max_frames: at most this many frames per folder as pairs (None: all).
+        unrelaxed_names / relaxed_names / xdatcar_names / frame_names: relative file names.
     """
 
     def __init__(self, src: str | Path, *, trajectory: bool = False, num_frames: int | None = None,
                  unrelaxed_names: Sequence[str] = UNRELAXED_NAMES, relaxed_names: Sequence[str] = RELAXED_NAMES,
-                 xdatcar_names: Sequence[str] = XDATCAR_NAMES, trust_pickle: bool = False) -> None:
+                 xdatcar_names: Sequence[str] = XDATCAR_NAMES, frames_as_pairs: bool = False,
+                 max_frames: int | None = None, frame_names: Sequence[str] = FRAME_NAMES,
+                 trust_pickle: bool = False) -> None:
         super().__init__(src, trust_pickle=trust_pickle)
         self.trajectory = bool(trajectory)
+        self.frames_as_pairs = bool(frames_as_pairs)
+        if self.frames_as_pairs and self.trajectory:
+            raise ValueError("vasp_dirs: frames_as_pairs and trajectory exclude each other (a frame pair has no "
+                             "trajectory target); convert twice for both")
+        self.max_frames = None if max_frames is None else int(max_frames)
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"vasp_dirs: max_frames must be >= 1, got {max_frames}")
+        self.frame_names = tuple(frame_names)
         self.num_frames = None if num_frames is None else int(num_frames)
         if self.num_frames is not None and self.num_frames < 1:
             raise ValueError(f"vasp_dirs: num_frames must be >= 1, got {num_frames}")
@@ -182,4 +226,22 @@ class VaspDirsImporter(Importer):
             except ValueError as exc:
                 return Skipped(sid, str(exc), "species", str(folder))
             trajectory = [frames[i] for i in even_frames(len(frames), self.num_frames)]
-        return RawPair(id=sid, unrelaxed=unrelaxed, relaxed=relaxed, trajectory=trajectory, source=str(folder))
+        pair = RawPair(id=sid, unrelaxed=unrelaxed, relaxed=relaxed, trajectory=trajectory, source=str(folder))
+        if self.frames_as_pairs:
+            self._add_frames(pair, folder)
+        return pair
+
+    def _add_frames(self, pair: RawPair, folder: Path) -> None:
+        """Set ``pair.frames`` from the XDATCARs of ``frame_names`` (a problem becomes a warning)."""
+        frames = []
+        for p in (folder / n for n in self.frame_names):
+            if not p.is_file():
+                continue
+            try:
+                stage = read_xdatcar(p)
+                if len(stage[0]) != len(pair.relaxed):
+                    raise ValueError(f"{p}: {len(stage[0])} atoms, the relaxed structure {len(pair.relaxed)}")
+                frames += match_order(pair.relaxed, stage, str(p))
+            except ValueError as exc:
+                pair.warnings.append(f"frames not used: {exc}")
+        pair.frames = unique_even(distinct_frames(frames, (pair.unrelaxed, pair.relaxed)), self.max_frames)
