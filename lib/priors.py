@@ -148,12 +148,30 @@ class AtomicVolumePrior(nn.Module):
         return pos * s[batch, None], cell * s[:, None, None]
 
 
+def fit_records(dataset: Any) -> Any:
+    """The part of a training set a prior is fitted on: without its trajectory-frame datasets
+    (LMDB split ``train_frames``), whose frames repeat their parent's relaxed volume."""
+    from torch.utils.data import ConcatDataset
+
+    from e3relax.datasets.splits import FRAMES_SPLIT
+
+    parts = getattr(dataset, "datasets", None)
+    if not parts:
+        return dataset
+    kept = [d for d in parts if (getattr(d, "metadata", None) or {}).get("split") != FRAMES_SPLIT]
+    if not kept or len(kept) == len(parts):
+        return dataset
+    return kept[0] if len(kept) == 1 else ConcatDataset(kept)
+
+
 def fit_priors(model: nn.Module, dataset: Any) -> None:
-    """Fit every unfitted prior of ``model`` (or of a wrapped ``model.module``) on ``dataset``."""
+    """Fit every unfitted prior of ``model`` (or of a wrapped ``model.module``) on ``dataset``
+    (its pairs, not its trajectory frames: :func:`fit_records`)."""
     model = getattr(model, "module", model)
     prior = getattr(model, "prior", None)
     if prior is None or bool(getattr(prior, "fitted", True)):
         return
+    dataset = fit_records(dataset)
     log.info("fitting the %s prior on the training split (%d structures)",
              getattr(prior, "registry_name", type(prior).__name__), len(dataset))
     prior.fit_dataset(dataset)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import signal
 import warnings
 from pathlib import Path
@@ -18,7 +19,8 @@ from torch.utils.data import ConcatDataset, Dataset, Sampler, Subset
 from e3relax.errors import InputError, MissingPathError
 from e3relax.records import collate  # PyG Batch.from_data_list with field checks
 
-__all__ = ["build_dataset", "skipped_records", "collate", "StreamBatchSampler", "train_loader", "eval_loader", "prepare_batch"]
+__all__ = ["build_dataset", "skipped_records", "collate", "StreamBatchSampler", "WeightedConcat", "epoch_counts",
+           "train_loader", "eval_loader", "prepare_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,8 @@ def build_dataset(spec: Any, dtype: torch.dtype = torch.float32, skip_bad: bool 
 
     Args:
         spec: ``None``; a Dataset or list of Data (returned unchanged); an LMDB path; a list of
-            LMDB paths (concatenated); or ``{"name": "pkg.module.Class", **kwargs}`` for a user's
+            LMDB paths (concatenated); a list of ``{path, weight}`` (and paths, weight 1) trained on
+            together, each with its share of the draws (:class:`WeightedConcat`); or ``{"name": "pkg.module.Class", **kwargs}`` for a user's
             own dataset class.
         dtype: floating precision LMDB records are read in (the run's dtype).
         skip_bad: check every LMDB record at once and leave out (and count) those that fail
@@ -58,6 +61,8 @@ def build_dataset(spec: Any, dtype: torch.dtype = torch.float32, skip_bad: bool 
         if not Path(spec).exists():
             raise MissingPathError(f"{what}: dataset path {spec} does not exist")
         return _lmdb(spec, dtype, skip_bad)
+    if isinstance(spec, Mapping) and "path" in spec:
+        return WeightedConcat([build_dataset(spec["path"], dtype, skip_bad, what)], [_weight(spec, what)])
     if isinstance(spec, Mapping):
         name = spec.get("name")
         if not isinstance(name, str) or "." not in name:
@@ -68,8 +73,59 @@ def build_dataset(spec: Any, dtype: torch.dtype = torch.float32, skip_bad: bool 
     if isinstance(spec, Sequence):
         if spec and all(isinstance(s, (str, Path)) for s in spec):
             return ConcatDataset([build_dataset(s, dtype, skip_bad, what) for s in spec])
+        if spec and all(isinstance(s, (str, Path)) or (isinstance(s, Mapping) and "path" in s) for s in spec):
+            parts = [s if isinstance(s, Mapping) else {"path": s} for s in spec]
+            return WeightedConcat([build_dataset(p["path"], dtype, skip_bad, f"{what}[{k}]") for k, p in enumerate(parts)],
+                                  [_weight(p, f"{what}[{k}]") for k, p in enumerate(parts)])
         return list(spec)  # in-memory list of Data
     raise InputError(f"{what}: cannot build a dataset from {spec!r}: give an LMDB path, a list of paths or a dataset")
+
+
+def _weight(part: Mapping[str, Any], what: str) -> float:
+    unknown = sorted(set(part) - {"path", "weight"})
+    if unknown:
+        raise InputError(f"{what}: unknown key(s) {', '.join(unknown)}; a weighted dataset is {{path: ..., weight: ...}}")
+    try:
+        w = float(part.get("weight", 1.0))
+    except (TypeError, ValueError):
+        w = -1.0
+    if not (w > 0 and math.isfinite(w)):
+        raise InputError(f"{what}: weight must be a positive number, got {part.get('weight')!r}")
+    return w
+
+
+class WeightedConcat(ConcatDataset):
+    """Several datasets trained on together, each drawn with its share ``weight / sum(weights)`` of
+    the training stream (whatever its size; :class:`StreamBatchSampler`). Configured as
+    ``data.train: [{path: a.lmdb, weight: 1.0}, {path: b.lmdb, weight: 0.5}]``.
+
+    Attributes:
+        weights: one positive number per dataset.
+    """
+
+    def __init__(self, datasets: Sequence[Dataset], weights: Sequence[float]) -> None:
+        super().__init__(datasets)
+        if len(weights) != len(self.datasets):
+            raise ValueError(f"WeightedConcat: {len(self.datasets)} datasets, {len(weights)} weights")
+        self.weights = [float(w) for w in weights]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(d) for d in self.datasets]
+
+
+def epoch_counts(sizes: Sequence[int], weights: Sequence[float]) -> list[int]:
+    """Draws per dataset in one data epoch of ``sum(sizes)`` draws, in proportion to ``weights``
+    (largest remainders, so they add up exactly; an empty dataset gets none)."""
+    total = sum(sizes)
+    w = [wt if n > 0 else 0.0 for n, wt in zip(sizes, weights)]
+    if total < 1 or sum(w) <= 0:
+        raise ValueError("StreamBatchSampler: the training dataset is empty")
+    share = [total * wt / sum(w) for wt in w]
+    counts = [int(math.floor(x)) for x in share]
+    for k in sorted(range(len(w)), key=lambda k: counts[k] - share[k])[:total - sum(counts)]:
+        counts[k] += 1
+    return counts
 
 
 class StreamBatchSampler(Sampler):
@@ -88,12 +144,22 @@ class StreamBatchSampler(Sampler):
         seed: seeds every epoch's permutation.
         rank, world_size: this process and the number of processes.
         shuffle: permute each epoch (False: 0..n-1 repeatedly).
+        sizes, weights: for datasets concatenated in this order (:class:`WeightedConcat`): a data
+            epoch then holds :func:`epoch_counts` draws from each, taken in turn from that
+            dataset's own endless stream of seeded permutations (so its records are drawn equally
+            often, to within one), shuffled together with ``seed + e``; still a function of
+            ``(seed, k)`` only.
     """
 
     def __init__(self, num_samples: int, batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, shuffle: bool = True) -> None:
+                 world_size: int = 1, shuffle: bool = True, sizes: Sequence[int] | None = None,
+                 weights: Sequence[float] | None = None) -> None:
         if num_samples < 1:
             raise ValueError("StreamBatchSampler: the training dataset is empty")
+        if (sizes is None) != (weights is None) or (sizes is not None and sum(sizes) != num_samples):
+            raise ValueError("StreamBatchSampler: give sizes and weights together, sizes adding up to num_samples")
+        self.sizes = None if sizes is None else [int(n) for n in sizes]
+        self.counts = None if sizes is None else epoch_counts(self.sizes, weights)
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.seed = seed
@@ -103,9 +169,31 @@ class StreamBatchSampler(Sampler):
         self.start_batch = 0
         self._cache: tuple[int, torch.Tensor] | None = None
 
+    def _part_stream(self, part: int, start: int, count: int) -> torch.Tensor:
+        """Positions ``[start, start + count)`` of dataset ``part``'s stream of permutations."""
+        n, out = self.sizes[part], []
+        for cycle in range(start // n, (start + count - 1) // n + 1):
+            gen = torch.Generator().manual_seed(self.seed + 1_000_003 * (part + 1) + cycle)
+            perm = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+            lo, hi = max(start - cycle * n, 0), min(start + count - cycle * n, n)
+            out.append(perm[lo:hi])
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+    def _weighted_epoch(self, epoch: int) -> torch.Tensor:
+        offsets = [0]
+        for n in self.sizes[:-1]:
+            offsets.append(offsets[-1] + n)
+        draws = torch.cat([off + self._part_stream(d, epoch * c, c)
+                           for d, (off, c) in enumerate(zip(offsets, self.counts)) if c > 0])
+        if not self.shuffle:
+            return draws
+        return draws[torch.randperm(len(draws), generator=torch.Generator().manual_seed(self.seed + epoch))]
+
     def _perm(self, epoch: int) -> torch.Tensor:
         if self._cache is None or self._cache[0] != epoch:
-            if self.shuffle:
+            if self.counts is not None:
+                perm = self._weighted_epoch(epoch)
+            elif self.shuffle:
                 gen = torch.Generator().manual_seed(self.seed + epoch)
                 perm = torch.randperm(self.num_samples, generator=gen)
             else:
@@ -156,7 +244,9 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int 
 
     world, rank = idist.get_world_size(), idist.get_rank()
     per_rank = max(1, batch_size // world)
-    sampler = StreamBatchSampler(len(dataset), per_rank, seed=seed, rank=rank, world_size=world)
+    weights = getattr(dataset, "weights", None)
+    sampler = StreamBatchSampler(len(dataset), per_rank, seed=seed, rank=rank, world_size=world,
+                                 sizes=dataset.sizes if weights is not None else None, weights=weights)
     # a private generator: creating the iterator (worker seeds) must not consume the global RNG
     loader = _auto_dataloader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
                               persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed),
