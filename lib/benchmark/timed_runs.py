@@ -22,7 +22,7 @@ METRICS = (("mae_pos", "coordinates (Å)"), ("shape_dev", "shape (Å²)"), ("mae
 
 
 def _value(v: Any) -> str:
-    return json.dumps(v) if v is None or isinstance(v, bool) else str(v)
+    return json.dumps(v) if v is None or isinstance(v, (bool, list, dict)) else str(v)
 
 
 def add_run_arguments(p: Any, cpu_minutes: float, val_structures: int, every: int, out: str) -> None:
@@ -89,16 +89,16 @@ def time_to_reach(recs: Sequence[Mapping[str, float]], target: float, metric: st
     return next((r["cpu_s"] for r in recs if r[metric] <= target), None)
 
 
-def reference_lines(data: str | Path, val_structures: int | None) -> dict[str, dict[str, float]]:
-    """Validation metrics of the Dummy and, when registered, the atomic-volume prior (fitted on the
-    training split) on the same validation subset as the runs."""
+def reference_lines(data: str | Path, val_structures: int | None, split: str = "val") -> dict[str, dict[str, float]]:
+    """Validation (or ``split``) metrics of the Dummy and, when registered, the atomic-volume prior
+    (fitted on the training split) on the same subset as the runs."""
     import torch
 
     from e3relax.engine.data import build_dataset
     from e3relax.engine.evaluation import evaluate
     from e3relax.registry import MODELS
 
-    val = build_dataset(f"{data}/val.lmdb", torch.float64)
+    val = build_dataset(f"{data}/{split}.lmdb", torch.float64)
     rows = {"Dummy": evaluate(MODELS.build({"name": "dummy"}), val, max_structures=val_structures, progress=None)}
     if "volume_prior" in MODELS.names():
         from e3relax.priors import fit_priors
