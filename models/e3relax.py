@@ -73,6 +73,9 @@ class E3Relax(RelaxNet):
         bound_strain: saturate each layer's lattice-vector updates below ``max_strain`` times the
             vector's length (default; ``paper_faithful``: unbounded, as the reference).
         max_strain: that bound (see :class:`~e3relax.nn.lattice.LatticeUpdate`).
+        feature_norm: normalise scalar, vector and lattice-node features at the start of every layer
+            (:class:`~e3relax.nn.norm.FeatureNorm`; not in the paper): keeps the gated updates from
+            compounding to overflow at high learning rates (default off: the paper's stack).
 
     Initialisation: ``paper_faithful`` keeps the reference's (PyTorch default) initialisation and an
     unbounded cell update, on purpose; its measured initial cell change is in docs/models_e3relax.md.
@@ -100,6 +103,7 @@ class E3Relax(RelaxNet):
         identity_init: Optional[bool] = None,
         bound_strain: Optional[bool] = None,
         max_strain: float = MAX_STRAIN,
+        feature_norm: bool = False,
     ) -> None:
         pf = paper_faithful
         self.paper_faithful = pf
@@ -116,7 +120,7 @@ class E3Relax(RelaxNet):
         super().__init__(**self.stack_spec(
             hidden_channels=hidden_channels, num_layers=num_layers, num_rbf=num_rbf, rbf_cutoff=rbf_cutoff,
             rbf=rbf, num_elements=num_elements, lattice_nodes=lattice_nodes, cell_head=cell_head,
-            progressive=progressive, self_image_edges=self_image_edges, **opts,
+            progressive=progressive, self_image_edges=self_image_edges, feature_norm=feature_norm, **opts,
         ))
         self.options = opts
         self.measured_errors = PAPER_FAITHFUL_ERRORS if pf else {}
@@ -127,7 +131,7 @@ class E3Relax(RelaxNet):
         lattice_nodes: bool, cell_head: Any, progressive: bool, self_image_edges: bool,
         lattice_atom_mode: str, per_lattice_params: bool, replace_vectors: bool, transpose_cell_update: bool,
         affine_strain_positions: bool, position_step_scale: float, identity_init: bool = True,
-        max_strain: Optional[float] = MAX_STRAIN,
+        max_strain: Optional[float] = MAX_STRAIN, feature_norm: bool = False,
     ) -> dict:
         """The :class:`RelaxNet` keywords of this configuration (what ``e3relax_stack.yaml`` spells out;
         initialisation and strain bound only where they differ from the blocks' defaults)."""
@@ -147,6 +151,8 @@ class E3Relax(RelaxNet):
         else:
             layer = ["scalar_vector_message", "tanh_self_update", position]
             heads = {"cell": cell_head}
+        if feature_norm:
+            layer = ["feature_norm"] + layer
         updates = ("position_update", "lattice_update")
         inner = [b for b in layer if (b if isinstance(b, str) else b["name"]) not in updates]
         # without refinement only the last layer moves atoms and cell: no unused update blocks

@@ -24,7 +24,7 @@ def float64():
 
 MINE = ["gaussian_rbf", "bessel_rbf", "atom_embedding", "lattice_node_embedding", "scalar_vector_message",
         "tanh_self_update", "painn_update", "position_update", "lattice_atom_interaction",
-        "lattice_node_update", "lattice_update"]
+        "lattice_node_update", "lattice_update", "feature_norm"]
 #: a numbered paper equation or section: "Eq. 5", "Eqs. 9-12", "§2.5", "Sec. 3.4", "Appendix C"
 CITATION = re.compile(r"\bEqs?\.\s*\(?\d|§\s*\d|\b(?:Sec\.|Section)\s*\d|\b(?:Appendix|App\.)\s*[A-Z]\b")
 TOOLKIT = [(reg.kind, name) for reg in (BLOCKS, HEADS) for name in reg.names()
@@ -287,3 +287,20 @@ def test_lattice_update_strain_is_bounded_and_equivariant():
     kinds = ("cartesian", "cartesian", "vector", "scalar")
     assert_block_equivariant(block, (pos, cell, torch.randn(1, 3, 3, 6, dtype=torch.float64) * 1e3, batch),
                              kinds=kinds, out_kinds=("cartesian", "cartesian"))
+
+
+def test_feature_norm_is_equivariant_and_normalises():
+    from e3relax.nn.norm import vector_rms_norm
+
+    torch.manual_seed(0)
+    blk = BLOCKS.build({"name": "feature_norm", "hidden_channels": 6})
+    s, v = _features()
+    assert_block_equivariant(blk, (s * 50, v * 1e4), kinds=("scalar", "vector"), out_kinds=("scalar", "vector"),
+                             perturb=0.1)
+    s1, v1 = blk(s * 1e6, v * 1e6)  # any magnitude comes out at unit scale
+    torch.testing.assert_close(s1.mean(-1), torch.zeros(len(s)), atol=1e-6, rtol=0)
+    torch.testing.assert_close((v1 * v1).sum(1).mean(-1), torch.ones(len(s)), atol=1e-6, rtol=0)
+    torch.testing.assert_close(blk(s, torch.zeros_like(v))[1], torch.zeros_like(v))  # zero vectors stay zero
+    y, ybar = _lattice_inputs()[2:4]
+    torch.testing.assert_close((vector_rms_norm(ybar * 1e5, torch.ones(6), 1e-6) ** 2).sum(-2).mean(-1),
+                               torch.ones(2, 3))
