@@ -185,10 +185,21 @@ def _assemble(out: Path, partial: Path, done: dict[int, dict], split_names: list
                                    f"{len(ents)}; remove '{partial}' and convert again")
             meta = make_metadata(natoms=[e["natoms"] for e in ents], ids=[e["id"] for e in ents],
                                  split=split, shard=k, num_shards=len(shards), split_records=n_split,
-                                 extra={"shards": names}, **meta_common)
+                                 extra={"shards": names, "elements": element_totals(ents)}, **meta_common)
             writer.add_metadata(path, meta)
         writer.remove_path(final)
         folder.rename(final)
+
+
+def element_totals(entries: list[dict]) -> dict[str, list[int]]:
+    """``{"Z": [atoms, structures]}`` over report entries that carry per-record ``elements``."""
+    out: dict[str, list[int]] = {}
+    for e in entries:
+        for z, n in (e.get("elements") or {}).items():
+            tot = out.setdefault(z, [0, 0])
+            tot[0] += int(n)
+            tot[1] += 1
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
 
 
 def convert(importer: Importer, out: str | Path, *, layout: str, graph: Any = None, workers: int = 1,

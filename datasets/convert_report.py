@@ -40,12 +40,13 @@ def chunk_entries(results: list[dict]) -> dict[str, list[dict]]:
     """Split worker results into report entries (record bytes already removed)."""
     converted, skipped = [], []
     for r in results:
-        extra = {k: r[k] for k in ("frame", "parent", "frames_held_out") if r.get(k)}
+        extra = {k: r[k] for k in ("frame", "parent", "frames_held_out", "elements") if r.get(k)}
         if r["ok"]:
             converted.append({**{k: r[k] for k in ("id", "split", "natoms", "rotation_deg", "warnings", "labelled")},
                               **extra})
         else:
-            skipped.append({**{k: r.get(k, "") for k in ("id", "code", "reason", "source")}, **extra})
+            skipped.append({**{k: r.get(k, "") for k in ("id", "code", "reason", "source")},
+                            **{k: v for k, v in extra.items() if k in ("frame", "parent")}})
     return {"converted": converted, "skipped": skipped}
 
 

@@ -107,6 +107,18 @@ def _check_shards(path: Path, shards: list[Path], metas: list[dict]) -> None:
         raise FormatError(f"{path}: shards of different splits {sorted(map(str, splits))} in one folder")
 
 
+def _sum_elements(metas: list[dict]) -> dict[int, list[int]] | None:
+    if any("elements" not in m for m in metas):
+        return None
+    out: dict[int, list[int]] = {}
+    for m in metas:
+        for z, (atoms, structures) in m["elements"].items():
+            tot = out.setdefault(int(z), [0, 0])
+            tot[0] += int(atoms)
+            tot[1] += int(structures)
+    return dict(sorted(out.items()))
+
+
 class LmdbDataset(torch.utils.data.Dataset):
     """Structures of one split as PyG ``Data`` objects.
 
@@ -119,6 +131,8 @@ class LmdbDataset(torch.utils.data.Dataset):
         natoms: [len] int64 numpy array, atoms per record (for batching by size).
         ids: list of structure ids.
         metadata: merged metadata (format version, graph, source, counts, natoms).
+        elements: ``{Z: [atoms, structures]}`` of the split (None for databases converted before
+            it was recorded).
     """
 
     def __init__(self, path: str | Path, transform: Callable | None = None, dtype: torch.dtype = torch.float32,
@@ -139,6 +153,8 @@ class LmdbDataset(torch.utils.data.Dataset):
         self.metadata["counts"] = {"records": int(self._offsets[-1]), "atoms": int(self.natoms.sum()),
                                    "shards": len(self.shards)}
         self.metadata["natoms"] = self.natoms.tolist()
+        #: ``{Z: [atoms, structures]}`` over the split, from the shards' metadata (None: not recorded)
+        self.elements = _sum_elements(metas)
         graph = first.get("graph") or {}
         self._cutoff = float(graph["cutoff"]) if isinstance(graph.get("cutoff"), (int, float)) else None
         self._envs: list[lmdb.Environment] | None = None

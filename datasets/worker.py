@@ -134,6 +134,14 @@ def _raw_rotation(record: dict, sid: str) -> float | None:
         return None
 
 
+def _elements(z: Any) -> dict[str, int]:
+    """Atoms per element of one record, ``{"Z": count}`` (summed into the shard metadata)."""
+    import numpy as np
+
+    values, counts = np.unique(np.asarray(z, dtype=np.int64), return_counts=True)
+    return {str(int(v)): int(c) for v, c in zip(values, counts)}
+
+
 def _frame_results(i: int, item: RawPair, settings: ConvertSettings) -> list[dict]:
     """One result per frame of ``item`` as an extra training pair ``(frame -> relaxed)``, id
     ``<parent>:frame<k>``, tagged with its parent (a frame that fails validation is skipped)."""
@@ -156,7 +164,8 @@ def _frame_results(i: int, item: RawPair, settings: ConvertSettings) -> list[dic
             continue
         angle = record.get(keys.ROTATION_REMOVED)
         out.append({"i": i, "ok": True, "id": fid, "split": FRAMES_SPLIT, "data": data, "frame": True,
-                    "parent": str(item.id), "natoms": int(len(record[keys.Z])), "warnings": [str(w) for w in warnings],
+                    "parent": str(item.id), "natoms": int(len(record[keys.Z])), "elements": _elements(record[keys.Z]),
+                    "warnings": [str(w) for w in warnings],
                     "rotation_deg": None if angle is None else float(angle), "labelled": True, "source": item.source})
     return out
 
@@ -199,6 +208,7 @@ def process(job: tuple[int, Any]) -> list[dict]:
         angle = _raw_rotation(record, item.id)
     frames = item.frames if item.frames and item.relaxed is not None else []
     result = {"i": i, "ok": True, "id": str(item.id), "split": split, "data": data, "natoms": int(len(record[keys.Z])),
+              "elements": _elements(record[keys.Z]),
               "warnings": [str(w) for w in list(item.warnings) + list(warnings)],
               "rotation_deg": None if angle is None else float(angle), "labelled": item.relaxed is not None,
               "source": item.source, "frames_held_out": 0 if split == "train" else len(frames)}

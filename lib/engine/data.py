@@ -16,10 +16,11 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Sampler, Subset
 
+from e3relax import keys
 from e3relax.errors import InputError, MissingPathError
 from e3relax.records import collate  # PyG Batch.from_data_list with field checks
 
-__all__ = ["build_dataset", "skipped_records", "collate", "StreamBatchSampler", "WeightedConcat", "epoch_counts",
+__all__ = ["build_dataset", "element_counts", "skipped_records", "collate", "StreamBatchSampler", "WeightedConcat", "epoch_counts",
            "train_loader", "eval_loader", "prepare_batch"]
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,30 @@ def _lmdb(path: str | Path, dtype: torch.dtype, skip_bad: bool = False) -> Datas
     from e3relax.datasets.reader import LmdbDataset
 
     return LmdbDataset(path, dtype=dtype, skip_bad=skip_bad)
+
+
+def element_counts(dataset: Any) -> dict[int, list[int]]:
+    """``{Z: [atoms, structures]}`` over a training set: from the LMDB metadata where the converter
+    recorded it, else by reading every record once (in-memory data, older databases)."""
+    if isinstance(dataset, ConcatDataset):
+        out: dict[int, list[int]] = {}
+        for part in dataset.datasets:
+            for z, (atoms, structures) in element_counts(part).items():
+                tot = out.setdefault(z, [0, 0])
+                tot[0] += atoms
+                tot[1] += structures
+        return dict(sorted(out.items()))
+    recorded = getattr(dataset, "elements", None)
+    if recorded is not None and not getattr(dataset, "skipped", None):
+        return {int(z): list(v) for z, v in recorded.items()}
+    out = {}
+    for k in range(len(dataset)):
+        z, n = torch.unique(dataset[k][keys.Z], return_counts=True)
+        for zi, ni in zip(z.tolist(), n.tolist()):
+            tot = out.setdefault(int(zi), [0, 0])
+            tot[0] += int(ni)
+            tot[1] += 1
+    return dict(sorted(out.items()))
 
 
 def skipped_records(dataset: Any) -> int:

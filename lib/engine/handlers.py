@@ -160,7 +160,8 @@ def _rank0_flag(flag: bool) -> bool:
 
 def attach_checkpoints(trainer: Engine, evaluator: Engine, run_dir: Path, config: Mapping[str, Any],
                        objects: Mapping[str, Any], every_steps: int | None = None,
-                       every_minutes: float | None = None) -> tuple[Checkpoint, dict[str, Any], LastCheckpoint]:
+                       every_minutes: float | None = None, info: Mapping[str, Any] | None = None
+                       ) -> tuple[Checkpoint, dict[str, Any], LastCheckpoint]:
     """Best (by validation coordinate MAE) and last (full state) checkpoints, rank 0, written atomically.
 
     ``checkpoints/best.pt`` holds the config and the raw and EMA weights of the best evaluation;
@@ -173,12 +174,14 @@ def attach_checkpoints(trainer: Engine, evaluator: Engine, run_dir: Path, config
         objects: model, ema_model, optimizer, scheduler, trainer, ... (anything with state_dict).
         every_steps: also save last.pt every this many iterations (None: off).
         every_minutes: also save last.pt when this much time passed since it was saved (None: off).
+        info: plain values saved under their keys in both (``train_elements``: what the model saw).
 
     Returns:
         (best checkpointer, the full to_save mapping used for last.pt and for resuming, the last.pt writer).
     """
     saver = AtomicSaver(run_dir / "checkpoints")
-    meta = {"format_version": Value(FORMAT_VERSION), "config": Value(dict(config))}
+    meta = {"format_version": Value(FORMAT_VERSION), "config": Value(dict(config)),
+            **{k: Value(v) for k, v in (info or {}).items()}}
     best = Checkpoint({**meta, "model": objects["model"], "ema_model": objects["ema_model"]}, saver,
                       filename_pattern="best.{ext}", score_function=selection_score, score_name="val_coord_mae",
                       n_saved=1, global_step_transform=global_step_from_engine(trainer))

@@ -24,10 +24,11 @@ from ignite.handlers import Checkpoint
 
 from e3relax.device import resolve_device
 from e3relax.engine.budget import TimeBudget, ValidationHistory
-from e3relax.engine.checkpoint import load_checkpoint, model_weights
+from e3relax.engine.checkpoint import Value, load_checkpoint, model_weights
 from e3relax.engine.config import save_config
 from e3relax.model_base import check_graph
-from e3relax.engine.data import build_dataset, collate, eval_loader, prepare_batch, skipped_records, train_loader
+from e3relax.engine.data import (build_dataset, collate, element_counts, eval_loader, prepare_batch, skipped_records,
+                                 train_loader)
 from e3relax.engine.evaluator import create_evaluator
 from e3relax.engine.run_dir import prepare_run_dir
 from e3relax.errors import InputError, Interrupted
@@ -218,6 +219,19 @@ def _attach_budget(trainer: Engine, evaluator: Engine, schedule: Mapping[str, An
     return out
 
 
+def _train_elements(config: Mapping[str, Any], train_ds: Any) -> dict[int, list[int]]:
+    """``{Z: [atoms, structures]}`` the model is trained on: this run's training set plus, when it
+    starts from another run's weights (``init_from``), what that run recorded."""
+    counts = element_counts(train_ds)
+    if config.get("init_from"):
+        for z, (atoms, structures) in (load_checkpoint(config["init_from"]).get("train_elements") or {}).items():
+            tot = counts.setdefault(int(z), [0, 0])
+            tot[0] += int(atoms)
+            tot[1] += int(structures)
+    log.info("training elements (atoms): %s", ", ".join(f"Z={z} {v[0]}" for z, v in sorted(counts.items())))
+    return dict(sorted(counts.items()))
+
+
 def _datasets(config: Mapping[str, Any], datasets: Mapping[str, Any] | None):
     datasets, dtype = dict(datasets or {}), resolve_dtype(config["dtype"])
     skip = bool(config["data"]["skip_bad_records"])
@@ -290,7 +304,7 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
         objects["scaler"] = scaler
     ckpt_cfg = config["checkpoint"]
     best, full, last = attach_checkpoints(trainer, evaluator, run_dir, config, objects, ckpt_cfg["every_steps"],
-                                          ckpt_cfg["every_minutes"])
+                                          ckpt_cfg["every_minutes"], {"train_elements": _train_elements(config, train_ds)})
     tb = _attach_logging(trainer, evaluator, optimizer, config, run_dir) if rank == 0 else None
     _run_hooks(config, trainer, evaluator, {"model": model, "ema_model": ema.ema_model, "optimizer": optimizer,
                                             "sampler": sampler, "config": config, "run_dir": run_dir})
@@ -298,7 +312,8 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
         save_config(config, run_dir / "config.yaml")
     stop = SignalStop(last).attach(trainer)  # last: after every other handler of an iteration
     if resume:
-        Checkpoint.load_objects(full, load_checkpoint(run_dir))
+        state = {k: v for k, v in full.items() if not isinstance(v, Value)}  # constants are not restored
+        Checkpoint.load_objects(state, load_checkpoint(run_dir))
         if trainer.state.iteration >= int(sched["max_epochs"]) * int(sched["epoch_length"]):
             log.info("run in %s already finished at iteration %d", run_dir, trainer.state.iteration)
             return {"iteration": trainer.state.iteration, "finished": True}

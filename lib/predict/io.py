@@ -258,7 +258,7 @@ def write_structure(atoms: Any, out_dir: Path, name: str, fmt: str, info: dict[s
 
 #: summary CSV columns
 SUMMARY_FIELDS = ["id", "input", "index", "output", "atoms", "volume_change", "max_displacement", "min_distance",
-                  "uncertainty", "unphysical", "flags", "vacuum_directions", "refine_steps", "refine_converged", "error"]
+                  "uncertainty", "unseen_elements", "unphysical", "flags", "vacuum_directions", "refine_steps", "refine_converged", "error"]
 
 
 def _fmt(v: Any) -> Any:

@@ -129,6 +129,8 @@ def export_slim(src: str | Path, dst: str | Path, *, graph: Mapping[str, Any] | 
             "ema_model": {k: v.detach().clone().float() if v.is_floating_point() else v.clone()
                           for k, v in model_weights(ckpt, weights).items()},
             "predict": dict(predict or {})}
+    if ckpt.get("train_elements") is not None:
+        slim["train_elements"] = {int(z): list(v) for z, v in ckpt["train_elements"].items()}
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, dst)

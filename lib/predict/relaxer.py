@@ -109,6 +109,8 @@ class Relaxer:
         canonical: predict in the canonical frame (primitive cell, reduced basis, atom 0 at the
             origin) and map back into the user's (default on).
         symprec: spglib tolerance (A) for both; default 0.01, as ASE's ``FixSymmetry``.
+        train_elements: atomic numbers the models were trained on (a structure holding any other is
+            flagged ``unseen_elements``); None: not known (older checkpoints), nothing flagged.
 
     Raises:
         InputError: for ``symprec <= 0``.
@@ -117,7 +119,7 @@ class Relaxer:
     def __init__(self, models: Sequence[torch.nn.Module], graph: dict[str, Any], limits: SanityLimits | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                  names: Sequence[str] | None = None, symmetry: bool = True, canonical: bool = True,
-                 symprec: float = DEFAULT_SYMPREC) -> None:
+                 symprec: float = DEFAULT_SYMPREC, train_elements: Iterable[int] | None = None) -> None:
         from e3relax.registry import GRAPHS
 
         if not models:
@@ -132,6 +134,7 @@ class Relaxer:
         self.dtype = dtype
         self.names = list(names or [f"model{i}" for i in range(len(models))])
         self.frames = FrameSettings(bool(symmetry), bool(canonical), check_symprec(symprec))
+        self.train_elements = None if train_elements is None else frozenset(int(z) for z in train_elements)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | Sequence[str | Path], device: str = "cpu",
@@ -159,13 +162,14 @@ class Relaxer:
         files = resolve_checkpoints(checkpoint)
         if not ensemble:
             files = files[:1]
-        models, graphs, stats = [], [], {}
+        models, graphs, stats, seen = [], [], {}, []
         for f in files:
             ckpt = load_checkpoint(f)
             model, _ = model_from_checkpoint(ckpt, weights=weights, device=device, dtype=dtype)
             models.append(model)
             graphs.append(graph_spec(ckpt))
             stats = stats or dict(ckpt.get("predict") or {})
+            seen.append(ckpt.get("train_elements"))
         dt = next((p.dtype for p in models[0].parameters()), dtype or torch.float32)
         if any(g != graphs[0] for g in graphs[1:]):
             raise ValueError(f"checkpoints {[str(f) for f in files]} were trained on different graph settings")
@@ -176,7 +180,9 @@ class Relaxer:
                 limits.volume_ratio = (0.8 * float(lo), 1.25 * float(hi))
             if len(files) > 1 and stats.get("uncertainty_threshold") is not None:
                 limits.uncertainty = float(stats["uncertainty_threshold"])
-        return cls(models, graphs[0], limits, device, dt, [str(f) for f in files], symmetry, canonical, symprec)
+        elements = None if any(e is None for e in seen) else set.intersection(*(set(map(int, e)) for e in seen))
+        return cls(models, graphs[0], limits, device, dt, [str(f) for f in files], symmetry, canonical, symprec,
+                   elements)
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
@@ -274,6 +280,9 @@ class Relaxer:
         unc = None if spread is None else float(np.sqrt(spread.mean()))
         nclose = close_contacts(pos, cell, pbc, atoms.numbers, self.limits.contact_factor)
         flags = sanity_flags(nclose, ratio, unc, self.limits)
+        unseen = self.unseen_elements(atoms.numbers)
+        if unseen:
+            flags.append("unseen_elements")
         traj = None
         if return_trajectory:
             traj = RelaxTrajectory([pos_u] + list(pos_t), [cell_u] + list(cell_t), atoms.numbers.copy(), pbc)
@@ -287,9 +296,18 @@ class Relaxer:
             "min_distance": min_distance(pos, cell, pbc),
             "uncertainty": unc,
             "vacuum_directions": [int(k) for k in np.flatnonzero(vac)],
+            "unseen_elements": unseen,
             "flags": flags,
             "unphysical": bool(flags),
         }
+
+    def unseen_elements(self, numbers: Iterable[int]) -> list[str] | None:
+        """Symbols of the elements in ``numbers`` that no model was trained on (None: not known)."""
+        if self.train_elements is None:
+            return None
+        from ase.data import chemical_symbols
+
+        return [chemical_symbols[z] for z in sorted(set(int(n) for n in numbers) - self.train_elements)]
 
     def iter_relax(self, items: Iterable[tuple[str, Any]], batch_size: int = 16, return_trajectory: bool = False,
                    deform_vacuum: bool = False, vacuum_threshold: float | None = 7.0) -> Iterator[dict[str, Any]]:
@@ -338,7 +356,8 @@ class Relaxer:
             one result dict per structure: ``final_structure``, ``trajectory`` (or None), ``id``,
             ``num_atoms``, ``volume_change`` (predicted V/V0 - 1), ``max_displacement`` (A),
             ``min_distance`` (A), ``uncertainty`` (A; None for one model), ``vacuum_directions``,
-            ``flags`` and ``unphysical``.
+            ``unseen_elements`` (symbols absent from the training data; None when the checkpoint
+            does not record them), ``flags`` and ``unphysical``.
 
         Raises:
             ValueError: for an invalid input, naming it by position and formula (``structure '#1 NaCl'``).
