@@ -92,13 +92,14 @@ def test_compare_tables_rows(compare_run):
     for row in ("| E3Relax |", "| PaiNN |", "| Dummy |", "| Improvement (E3Relax vs second best) |",
                 "| CHGNet + FIRE (first 2 test structures)† |", "| E3Relax w/o lattice nodes |",
                 "| E3Relax w/o refinement |", "| E3Relax w/o self-connecting edges |", "## Ablations (paper Table 3)",
-                "## Energy check (paper Fig. 5)", "| E3Relax → CHGNet + FIRE |", "| Unrelaxed input |"):
+                "## Energy check (paper Fig. 5)", "| E3Relax → CHGNet + FIRE |", "| Unrelaxed input |",
+                "| Atomic-volume prior |", "| Coord. MAE vs Dummy | Coord. MAE vs prior |"):
         assert row in md, row
     assert " ± " in md  # spread over the two seeds
     with (out / "results.csv").open() as fh:
         rows = {r["key"]: r for r in csv.DictReader(fh)}
     assert set(rows) == {"e3relax", "painn", "e3relax_no_lattice_nodes", "e3relax_no_refinement",
-                         "e3relax_no_self_image", "dummy", "improvement", "chgnet_fire"}
+                         "e3relax_no_self_image", "dummy", "prior", "improvement", "chgnet_fire"}
     assert rows["e3relax"]["num_seeds"] == "2" and rows["e3relax_no_refinement"]["table"] == "table3"
     with (out / "results_per_seed.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == 10  # 5 models x 2 seeds
@@ -118,6 +119,9 @@ def test_compare_json_consistent(compare_run):
     assert len(col) == sizes["test"] and math.isclose(np.mean(col), rec["metrics"]["mae_pos"], rel_tol=1e-4)
     # Dummy's coordinate MAE equals the mean displacement of the labels from the input
     assert doc["dummy"]["mae_pos"] > 0
+    with (out / "per_structure" / "prior.csv").open() as fh:  # the prior row: its own per-structure errors
+        prior = [float(r["mae_vol"]) for r in csv.DictReader(fh)]
+    assert math.isclose(np.mean(prior), doc["prior"]["mae_vol"], rel_tol=1e-4)
     ch = doc["chgnet"]
     assert ch["num_structures"] == 2 and all(s <= 5 for s in doc["energy"]["per_structure"]["steps_from_unrelaxed"])
 
@@ -132,6 +136,24 @@ def test_improvement_row_uses_best_other_baseline():
     pct, who = improvement(rows)
     assert who["mae_pos"] == "EGNN" and math.isclose(pct["mae_pos"], 37.5)  # RelaxNet is E3Relax itself
     assert who["match_strict"] == "PaiNN" and math.isclose(pct["match_strict"], 10.0)  # percentage points
+
+
+def test_gain_table_against_dummy_and_prior_names_models_behind_the_prior():
+    from e3relax.benchmark.tables import _gain_section, gains
+
+    agg = {"mae_pos": (0.3, math.nan, 1), "shape_dev": (40.0, math.nan, 1), "mae_vol": (20.0, math.nan, 1)}
+    g = gains(agg, {"mae_pos": 0.6, "shape_dev": 50.0, "mae_vol": 10.0})
+    assert math.isclose(g["mae_pos"], 50.0) and math.isclose(g["shape_dev"], 20.0) and math.isclose(g["mae_vol"], -100.0)
+    rec = lambda c, v: {"metrics": {"mae_pos": c, "shape_dev": 40.0, "mae_vol": v}, "match": {}}
+    results = {"models": {"e3relax": {"label": "E3Relax", "ablation": False, "seeds": {"0": rec(0.3, 5.0)}},
+                          "painn": {"label": "PaiNN", "ablation": False, "seeds": {"0": rec(0.5, 20.0)}}},
+               "dummy": {"mae_pos": 0.6, "shape_dev": 50.0, "mae_vol": 40.0},
+               "prior": {"mae_pos": 0.45, "shape_dev": 45.0, "mae_vol": 10.0}}
+    md = "\n".join(_gain_section(results, False))
+    assert "| E3Relax | +50.0% | +33.3% | +20.0% | +11.1% | +87.5% | +50.0% |" in md
+    assert "Not better than the prior (so nothing learned there beyond the volume): PaiNN: Coord. MAE, Volume MAE." in md
+    del results["prior"]  # an older results.json: no prior row, no gain table
+    assert _gain_section(results, False) == []
 
 
 def test_convergence_flag():

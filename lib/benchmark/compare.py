@@ -23,7 +23,7 @@ from e3relax.benchmark.budget import Budget
 from e3relax.device import resolve_device
 from e3relax.benchmark.data import prepare_data
 from e3relax.benchmark.progress import Progress, estimate_chgnet_s, estimate_run_s, minutes
-from e3relax.benchmark.predict import Predictions, dummy_predictions, predict, subset
+from e3relax.benchmark.predict import Predictions, dummy_predictions, predict, prior_predictions, subset
 from e3relax.benchmark.runner import match_summary, test_model, train_model
 from e3relax.benchmark.suite import REFERENCE_MODEL, ModelRun, ablation_runs, model_runs
 from e3relax.metrics import MAE_POS
@@ -163,7 +163,7 @@ class Comparison:
             num_val = min(num_val, int(self.budget.max_val_structures))
         self.budget_text = self.budget_text.replace("{num_val}", str(num_val))
         self._results = {"meta": self._meta(data_desc, splits, len(test_ds)), "models": {}, "dummy": {},
-                         "chgnet": None, "energy": None}
+                         "prior": {}, "chgnet": None, "energy": None}
         val_dummy = dummy_predictions(subset(LmdbDataset(splits["val"]), num_val)).metrics[MAE_POS]
         self._results["meta"]["val_dummy_mae_pos"] = float(np.nanmean(val_dummy))  # the learning curves' reference
         total = len(self.runs) * len(self.seeds)
@@ -171,6 +171,7 @@ class Comparison:
                             t_start)
         log.info("plan: %s", progress.plan(self.runs, self.seeds, len(test_ds), self.chgnet, self.budget_text))
         self._dummy(test_ds)
+        self._prior(test_ds, LmdbDataset(splits["train"]))
         done = 0
         for run in self.runs:
             entry = self._results["models"].setdefault(
@@ -216,6 +217,15 @@ class Comparison:
         match, _ = match_summary(preds, self.match_max)
         self._results["dummy"] = {**{k: float(np.nanmean(v)) for k, v in preds.metrics.items()}, **match}
         _write_per_structure(preds, self.out / "per_structure" / "dummy.csv")
+
+    def _prior(self, test_ds: Any, train_ds: Any) -> None:
+        preds = prior_predictions(test_ds, train_ds)
+        match, _ = match_summary(preds, self.match_max)
+        self._results["prior"] = {**{k: float(np.nanmean(v)) for k, v in preds.metrics.items()}, **match}
+        _write_per_structure(preds, self.out / "per_structure" / "prior.csv")
+        log.info("atomic-volume prior (fitted on the training split): test coord MAE %.4f Å, shape %.4f Å², "
+                 "volume %.3f Å³", self._results["prior"][MAE_POS], self._results["prior"]["shape_dev"],
+                 self._results["prior"]["mae_vol"])
 
     def _one(self, run: ModelRun, seed: int, splits: dict, test_ds: Any, tag: str) -> dict[str, Any]:
         run_dir = self.out / "runs" / f"{run.key}_s{seed}"

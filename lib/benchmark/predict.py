@@ -56,6 +56,18 @@ def dummy_predictions(dataset: Dataset, batch_size: int = 64) -> Predictions:
                     dtype=torch.float64, keep_structures=True, progress=None)
 
 
+def prior_predictions(dataset: Dataset, train: Dataset, batch_size: int = 64) -> Predictions:
+    """The prior row: the input scaled isotropically to the per-element volumes fitted on ``train``
+    (the ``volume_prior`` model), the floor a network must beat to have learned more than the volume."""
+    from e3relax.priors import fit_priors
+    from e3relax.registry import MODELS
+
+    prior = MODELS.build({"name": "volume_prior"})
+    fit_priors(prior, train)
+    return evaluate(prior.double(), dataset, batch_size=batch_size, device="cpu", dtype=torch.float64,
+                    keep_structures=True, progress=None)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -2,7 +2,7 @@
 
 ``results`` is the JSON-able document the comparison writes (``results.json``)::
 
-    {"models": {key: {"label", "ablation", "seeds": {seed: record}}}, "dummy": {...},
+    {"models": {key: {"label", "ablation", "seeds": {seed: record}}}, "dummy": {...}, "prior": {...},
      "chgnet": {...} | None, "energy": {...} | None, "meta": {...}}
 
 where a seed record holds ``metrics`` (test means), ``match``, ``timing``, ``parameters``,
@@ -20,12 +20,15 @@ import numpy as np
 from e3relax.benchmark.suite import REFERENCE_MODEL, SAME_ARCHITECTURE
 from e3relax.metrics import MAE_POS, MAE_VOL, SHAPE_DEV
 
-__all__ = ["COLUMNS", "aggregate", "main_rows", "improvement", "markdown_table", "write_csv", "render", "match_footnote"]
+__all__ = ["COLUMNS", "aggregate", "main_rows", "improvement", "gains", "markdown_table", "write_csv", "render", "match_footnote"]
 
 #: (key, header) of the accuracy columns; the first three are the paper's, lower is better for them
 COLUMNS = ((MAE_POS, "Coord. MAE (Å)"), (SHAPE_DEV, "Shape dev. (Å²)"), (MAE_VOL, "Volume MAE (Å³)"),
            ("match_strict", "Match strict"), ("match_loose", "Match loose"), ("spg_match", "Space group agree"))
 _LOWER_BETTER = (MAE_POS, SHAPE_DEV, MAE_VOL)
+PRIOR_LABEL = "Atomic-volume prior"
+#: the floors every model is measured against: (results key, label)
+FLOORS = (("dummy", "Dummy"), ("prior", "prior"))
 
 
 def _values(seeds: Mapping[str, Mapping[str, Any]], key: str) -> list[float]:
@@ -110,6 +113,8 @@ def _accuracy_table(results: Mapping[str, Any], ablation: bool) -> str:
     body = [[label, *(_fmt(*agg[k][:2], rate=k in _RATES) for k, _ in COLUMNS)] for _, label, agg in rows]
     if not ablation:
         body.append(["Dummy", *(_cell(results["dummy"], k) for k, _ in COLUMNS)])
+        if results.get("prior"):
+            body.append([PRIOR_LABEL, *(_cell(results["prior"], k) for k, _ in COLUMNS)])
         pct, who = improvement(rows)
         if pct:
             body.append(["Improvement (E3Relax vs second best)",
@@ -120,6 +125,55 @@ def _accuracy_table(results: Mapping[str, Any], ablation: bool) -> str:
             body.append([f"CHGNet + FIRE (first {ch['num_structures']} test structures)†",
                          *(_cell({**ch["metrics"], **ch.get("match", {})}, k) for k, _ in COLUMNS)])
     return markdown_table(["Model", *(h for _, h in COLUMNS)], body)
+
+
+def gains(agg: Mapping[str, tuple], floor: Mapping[str, Any]) -> dict[str, float]:
+    """``100 (floor - model) / floor`` (%) for the paper's three errors: positive means the model
+    is better than the floor (the Dummy, or the atomic-volume prior)."""
+    out = {}
+    for key in _LOWER_BETTER:
+        ref, val = floor.get(key, math.nan), agg[key][0]
+        if ref is not None and not math.isnan(ref) and ref > 0 and not math.isnan(val):
+            out[key] = 100.0 * (ref - val) / ref
+    return out
+
+
+def _gain_table(results: Mapping[str, Any], ablation: bool) -> tuple[str, list[str]]:
+    """Each model's improvement over the Dummy and over the prior, and the models that do not beat
+    the prior on some error (``(markdown, ["label: coordinates, volume", ...])``)."""
+    floors = [(key, label) for key, label in FLOORS if results.get(key)]
+    names = {key: dict(COLUMNS)[key].split(" (")[0] for key in _LOWER_BETTER}  # "Coord. MAE", ...
+    headers = ["Model"] + [f"{names[key]} vs {label}" for key in _LOWER_BETTER for _, label in floors]
+    body, behind = [], []
+    for _, label, agg in main_rows(results, ablation):
+        row, worse = [label], []
+        per_floor = {fk: gains(agg, results[fk]) for fk, _ in floors}
+        for key in _LOWER_BETTER:
+            for fk, _ in floors:
+                g = per_floor[fk].get(key)
+                row.append("n/a" if g is None else f"{g:+.1f}%")
+                if fk == "prior" and g is not None and g <= 0:
+                    worse.append(names[key])
+        body.append(row)
+        if worse:
+            behind.append(f"{label}: {', '.join(worse)}")
+    return markdown_table(headers, body), behind
+
+
+def _gain_section(results: Mapping[str, Any], ablation: bool) -> list[str]:
+    if not results.get("prior") or not main_rows(results, ablation):
+        return []
+    table, behind = _gain_table(results, ablation)
+    text = ("Improvement of each model over the Dummy (the unrelaxed input) and over the atomic-volume "
+            "prior (the input scaled isotropically to the least-squares volume of its composition, "
+            "fitted on the training split): 100 (floor - model) / floor, positive is better.")
+    parts = [text, "", table, ""]
+    if behind:
+        parts += ["Not better than the prior (so nothing learned there beyond the volume): "
+                  + "; ".join(behind) + ".", ""]
+    else:
+        parts += ["Every model beats the prior on all three errors.", ""]
+    return parts
 
 
 def _efficiency_table(results: Mapping[str, Any]) -> str:
@@ -175,7 +229,8 @@ def match_footnote(results: Mapping[str, Any]) -> str:
     found: dict[str, list[str]] = {k: [] for k, _ in _MATCH_PROBLEMS}
     records = [(f"{e['label']} seed {seed}", rec.get("match", {})) for e in results["models"].values()
                for seed, rec in e["seeds"].items()]
-    records += [("Dummy", results.get("dummy", {})), ("CHGNet + FIRE", (results.get("chgnet") or {}).get("match", {}))]
+    records += [("Dummy", results.get("dummy", {})), (PRIOR_LABEL, results.get("prior") or {}),
+                ("CHGNet + FIRE", (results.get("chgnet") or {}).get("match", {}))]
     for who, match in records:
         for key, _ in _MATCH_PROBLEMS:
             if match.get(key):
@@ -200,11 +255,13 @@ def render(results: Mapping[str, Any]) -> str:
     footnote = match_footnote(results)
     if footnote:
         parts += [footnote, ""]
+    parts += _gain_section(results, False)
     if results.get("chgnet"):
         parts += ["† CHGNet + FIRE is scored on a subset of the test set; see the table below for "
                   "E3Relax and Dummy on exactly that subset.", ""]
     if any(e.get("ablation") for e in results["models"].values()):
         parts += ["## Ablations (paper Table 3)", "", _accuracy_table(results, True), ""]
+        parts += _gain_section(results, True)
     failed = [f"{e['label']} seed {seed}: {msg}" for e in results["models"].values()
               for seed, msg in e.get("failed", {}).items()]
     if failed:
@@ -239,6 +296,9 @@ def write_csv(results: Mapping[str, Any], path: str | Path) -> None:
                             *(f"{x:.6g}" for k, _ in COLUMNS for x in agg[k][:2])])
         w.writerow(["Dummy", "dummy", "table1", "", *(f"{x:.6g}" for k, _ in COLUMNS
                                                         for x in (results["dummy"].get(k, math.nan), math.nan))])
+        if results.get("prior"):
+            w.writerow([PRIOR_LABEL, "prior", "table1", "", *(f"{x:.6g}" for k, _ in COLUMNS
+                                                             for x in (results["prior"].get(k, math.nan), math.nan))])
         pct, _ = improvement(main_rows(results, False))
         w.writerow(["Improvement % (E3Relax vs second best)", "improvement", "table1", "",
                     *(f"{x:.6g}" for k, _ in COLUMNS for x in (pct.get(k, math.nan), math.nan))])
