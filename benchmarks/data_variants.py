@@ -1,4 +1,4 @@
-"""What more training data does, at equal CPU time: trajectory-frame pairs and their weight.
+"""What more training data does, at equal CPU time: trajectory-frame pairs, their weight, augmentation.
 
 Every variant trains E3Relax with the CPU recipe (``benchmarks/configs/train_e3relax_cpu.yaml``)
 for the same budget of CPU-seconds of its own process, one thread, on the same validation subset;
@@ -11,7 +11,10 @@ Variants (``--variants``):
 - ``pairs``: the (unrelaxed -> relaxed) training pairs only;
 - ``frames_w<f>``: the pairs and their trajectory-frame pairs (``train_frames.lmdb``, from
   ``e3relax data convert vasp_dirs ... --opt frames_as_pairs=true``), the frames drawn for the
-  share ``f`` of the training stream (``data.train: [{path, weight}, ...]``).
+  share ``f`` of the training stream (``data.train: [{path, weight}, ...]``);
+- ``denoise_0.25``, ``interpolate_0.25``: the pairs, a quarter of the draws replaced by generated
+  inputs (``data.augment``: the relaxed structure strained by up to 5% and rattled by 0.1 A, or a
+  point between input and label; :mod:`e3relax.engine.augment`).
 
 Writes ``variants.md`` (table), ``variants.json`` and ``variants.png`` (validation curves) into
 ``--out``. Run the same command again to continue stopped runs; finished runs are not repeated.
@@ -20,6 +23,8 @@ Usage::
 
     e3relax data convert vasp_dirs --src ../shared/data/srnbh --out data/srnbh_frames --opt frames_as_pairs=true
     python benchmarks/data_variants.py --data data/srnbh_frames --cpu-minutes 15 --out results/frames_srnbh
+    python benchmarks/data_variants.py --data data/pnictides --cpu-minutes 15 \
+        --variants pairs denoise_0.25 interpolate_0.25 --out results/augment_pnictides
 """
 from __future__ import annotations
 
@@ -33,8 +38,14 @@ from e3relax.benchmark.timed_runs import add_run_arguments, METRICS, plot_curves
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "train_e3relax_cpu.yaml"
 
-#: variant name -> share of the training stream drawn from the trajectory-frame pairs (0: none)
-VARIANTS: dict[str, float] = {"pairs": 0.0, "frames_w0.25": 0.25, "frames_w0.5": 0.5, "frames_w0.75": 0.75}
+#: variant name -> share of the training stream drawn from the trajectory-frame pairs (``frames``) and
+#: the ``data.augment`` settings (none: off)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "pairs": {"frames": 0.0},
+    "frames_w0.25": {"frames": 0.25}, "frames_w0.5": {"frames": 0.5}, "frames_w0.75": {"frames": 0.75},
+    "denoise_0.25": {"frames": 0.0, "augment": {"share": 0.25, "kind": "denoise", "strain": 0.05, "rattle": 0.1}},
+    "interpolate_0.25": {"frames": 0.0, "augment": {"share": 0.25, "kind": "interpolate"}},
+}
 
 
 def train_spec(data: str | Path, frame_share: float) -> Any:
@@ -53,7 +64,14 @@ def runs(args: argparse.Namespace) -> dict[str, tuple[Path, dict[str, Any]]]:
               "schedule.max_epochs": 100_000, "schedule.epoch_length": args.every,
               "schedule.early_stop_patience": None, "log.progress_bar": False, "log.figures": False,
               "seed": args.seed}
-    return {name: (CONFIG, {**common, "data.train": train_spec(args.data, VARIANTS[name])}) for name in args.variants}
+    out = {}
+    for name in args.variants:
+        v = VARIANTS[name]
+        keys_set = {"data.train": train_spec(args.data, v["frames"])}
+        if v.get("augment"):
+            keys_set["data.augment"] = v["augment"]
+        out[name] = (CONFIG, {**common, **keys_set})
+    return out
 
 
 def test_scores(out: Path, names: list[str], data: str | Path) -> dict[str, dict[str, float]]:
@@ -78,17 +96,19 @@ def table(curves, tests, lines, args) -> str:
     rows = [f"E3Relax, CPU recipe, {args.cpu_minutes:g} CPU-minutes per variant on `{Path(args.data).name}`, seed "
             f"{args.seed}. Validation: last evaluation on {args.val_structures} validation structures; test: the "
             "best-on-validation checkpoint on the whole test split.", "",
-            "| variant | frame share | steps | val coordinates (Å) | val shape (Å²) | val volume (Å³) "
+            "| variant | frame share | augmentation | steps | val coordinates (Å) | val shape (Å²) | val volume (Å³) "
             "| test coordinates (Å) | test shape (Å²) | test volume (Å³) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, recs in curves.items():
         last, t = recs[-1], tests[name]
-        rows.append(f"| {name} | {VARIANTS[name]:g} | {int(last['iteration'])} | {last['mae_pos']:.4f} | "
+        aug = VARIANTS[name].get("augment")
+        aug = ", ".join(f"{k} {v}" for k, v in aug.items()) if aug else "off"
+        rows.append(f"| {name} | {VARIANTS[name]['frames']:g} | {aug} | {int(last['iteration'])} | {last['mae_pos']:.4f} | "
                     f"{last['shape_dev']:.2f} | {last['mae_vol']:.2f} | {t['mae_pos']:.4f} | {t['shape_dev']:.2f} | "
                     f"{t['mae_vol']:.2f} |")
     for name, vals in lines.items():
         t = tests[name]
-        rows.append(f"| {name} | | 0 | {vals['mae_pos']:.4f} | {vals['shape_dev']:.2f} | {vals['mae_vol']:.2f} | "
+        rows.append(f"| {name} | | | 0 | {vals['mae_pos']:.4f} | {vals['shape_dev']:.2f} | {vals['mae_vol']:.2f} | "
                     f"{t['mae_pos']:.4f} | {t['shape_dev']:.2f} | {t['mae_vol']:.2f} |")
     return "\n".join(rows) + "\n"
 

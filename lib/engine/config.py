@@ -46,6 +46,9 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 0,
         "max_val_structures": None,  # evaluate on the first K validation structures only
         "skip_bad_records": False,  # skip (and count) records that fail validation instead of stopping
+        # share of training draws whose input is generated from the pair (e3relax.engine.augment): the
+        # relaxed structure strained and rattled (denoise), or a point between input and label (interpolate)
+        "augment": {"share": 0.0, "kind": "denoise", "strain": 0.05, "rattle": 0.1},
     },
     "optim": {
         "lr": 1.0e-4,

@@ -174,15 +174,18 @@ class StreamBatchSampler(Sampler):
             dataset's own endless stream of seeded permutations (so its records are drawn equally
             often, to within one), shuffled together with ``seed + e``; still a function of
             ``(seed, k)`` only.
+        with_draw: yield ``(index, stream position)`` pairs instead of indices, for a dataset that
+            varies a record by draw (:class:`~e3relax.engine.augment.AugmentedPairs`).
     """
 
     def __init__(self, num_samples: int, batch_size: int, seed: int = 0, rank: int = 0,
                  world_size: int = 1, shuffle: bool = True, sizes: Sequence[int] | None = None,
-                 weights: Sequence[float] | None = None) -> None:
+                 weights: Sequence[float] | None = None, with_draw: bool = False) -> None:
         if num_samples < 1:
             raise ValueError("StreamBatchSampler: the training dataset is empty")
         if (sizes is None) != (weights is None) or (sizes is not None and sum(sizes) != num_samples):
             raise ValueError("StreamBatchSampler: give sizes and weights together, sizes adding up to num_samples")
+        self.with_draw = bool(with_draw)
         self.sizes = None if sizes is None else [int(n) for n in sizes]
         self.counts = None if sizes is None else epoch_counts(self.sizes, weights)
         self.num_samples = num_samples
@@ -231,7 +234,8 @@ class StreamBatchSampler(Sampler):
         start = (k * self.world_size + self.rank) * self.batch_size
         out = []
         for pos in range(start, start + self.batch_size):
-            out.append(int(self._perm(pos // self.num_samples)[pos % self.num_samples]))
+            index = int(self._perm(pos // self.num_samples)[pos % self.num_samples])
+            out.append((index, pos) if self.with_draw else index)
         return out
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -271,7 +275,8 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int 
     per_rank = max(1, batch_size // world)
     weights = getattr(dataset, "weights", None)
     sampler = StreamBatchSampler(len(dataset), per_rank, seed=seed, rank=rank, world_size=world,
-                                 sizes=dataset.sizes if weights is not None else None, weights=weights)
+                                 sizes=dataset.sizes if weights is not None else None, weights=weights,
+                                 with_draw=bool(getattr(dataset, "wants_draw", False)))
     # a private generator: creating the iterator (worker seeds) must not consume the global RNG
     loader = _auto_dataloader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
                               persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed),

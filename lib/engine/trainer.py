@@ -272,7 +272,10 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     seed_everything(int(config["seed"]) + rank)
     data_cfg = config["data"]
     train_ds, val_ds = _datasets(config, datasets)
-    loader, sampler = train_loader(train_ds, int(data_cfg["batch_size"]), int(config["seed"]), int(data_cfg["num_workers"]))
+    from e3relax.engine.augment import wrap_training_set
+
+    loader, sampler = train_loader(wrap_training_set(train_ds, config), int(data_cfg["batch_size"]),
+                                   int(config["seed"]), int(data_cfg["num_workers"]))
     torch.set_flush_denormal(bool(config["flush_denormal"]))  # process-wide until the run ends; see DEFAULTS
     from e3relax.nn.common import use_compiled_kernels
 
