@@ -28,7 +28,6 @@ import logging
 from typing import Any, Mapping
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from e3relax import keys
