@@ -164,12 +164,13 @@ def fit_records(dataset: Any) -> Any:
     return kept[0] if len(kept) == 1 else ConcatDataset(kept)
 
 
-def fit_priors(model: nn.Module, dataset: Any) -> None:
+def fit_priors(model: nn.Module, dataset: Any, refit: bool = False) -> None:
     """Fit every unfitted prior of ``model`` (or of a wrapped ``model.module``) on ``dataset``
-    (its pairs, not its trajectory frames: :func:`fit_records`)."""
+    (its pairs, not its trajectory frames: :func:`fit_records`); ``refit``: fitted ones too (a
+    fine-tuning run fits its prior on its own training split, as MACE refits its E0s)."""
     model = getattr(model, "module", model)
     prior = getattr(model, "prior", None)
-    if prior is None or bool(getattr(prior, "fitted", True)):
+    if prior is None or (bool(getattr(prior, "fitted", True)) and not (refit and hasattr(prior, "fit_dataset"))):
         return
     dataset = fit_records(dataset)
     log.info("fitting the %s prior on the training split (%d structures)",

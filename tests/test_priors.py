@@ -128,3 +128,29 @@ def test_engine_refuses_to_train_the_volume_prior():
 
     with pytest.raises(ValueError, match="no trainable parameters"):
         _build_model({"model": {"name": "volume_prior"}}, torch.device("cpu"), torch.float64, False)
+
+
+def test_fine_tuning_refits_the_prior_on_its_own_data(tmp_path):
+    """A run started from another run's weights (init_from) fits its prior on its own training split."""
+    from e3relax.engine.checkpoint import load_checkpoint
+    from e3relax.engine.config import resolve_config
+    from e3relax.engine.trainer import train
+    from test_engine_toy import make_dataset
+
+    def run(name, data, **extra):
+        cfg = resolve_config({"run_dir": str(tmp_path / name), "device": "cpu", "seed": 0, "dtype": "float64",
+                              "model": {"name": "e3relax", **MODELS.get("e3relax").test_config(),
+                                        "prior": {"name": "atomic_volume"}},
+                              "data": {"batch_size": 2}, "schedule": {"epoch_length": 1, "max_epochs": 1},
+                              "log": {"tensorboard": False, "progress_bar": False}, **extra})
+        train(cfg, datasets={"train": data, "val": data[:2]})
+        return load_checkpoint(tmp_path / name / "checkpoints" / "best.pt")["model"]["prior.volumes"]
+
+    first = make_dataset(8)
+    bigger = [d.clone() for d in first]
+    for d in bigger:
+        d[keys.CELL_R] = d[keys.CELL_R] * 1.5  # every relaxed volume 3.375x larger
+    v_first = run("first", first)
+    v_tuned = run("tuned", bigger, init_from=str(tmp_path / "first"))
+    seen = v_first > 0
+    torch.testing.assert_close(v_tuned[seen], 3.375 * v_first[seen], rtol=1e-6, atol=0)

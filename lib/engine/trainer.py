@@ -283,7 +283,8 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     model = _build_model(config, device, dtype, resume)
     from e3relax.priors import fit_priors
 
-    fit_priors(model, train_ds)  # an unfitted composition prior (model.prior) is fitted on data.train
+    # an unfitted composition prior (model.prior) is fitted on data.train; fine-tuning refits it there
+    fit_priors(model, train_ds, refit=bool(config.get("init_from")) and not resume)
     for ds, what in ((train_ds, "data.train"), (val_ds, "data.val")):
         check_graph(model, ds, what)  # a model that needs another graph refuses the data
     optimizer = _build_optimizer(model, config["optim"])
