@@ -14,7 +14,9 @@ Variants (``--variants``):
   share ``f`` of the training stream (``data.train: [{path, weight}, ...]``);
 - ``denoise_0.25``, ``interpolate_0.25``: the pairs, a quarter of the draws replaced by generated
   inputs (``data.augment``: the relaxed structure strained by up to 5% and rattled by 0.1 A, or a
-  point between input and label; :mod:`e3relax.engine.augment`).
+  point between input and label; :mod:`e3relax.engine.augment`);
+- ``finetune``: the pairs, starting from the weights of ``--init-from`` (its prior refitted here);
+- ``joint``: half of the draws from the pairs, half from the training sets of ``--joint``.
 
 Writes ``variants.md`` (table), ``variants.json`` and ``variants.png`` (validation curves) into
 ``--out``. Run the same command again to continue stopped runs; finished runs are not repeated.
@@ -25,6 +27,9 @@ Usage::
     python benchmarks/data_variants.py --data data/srnbh_frames --cpu-minutes 15 --out results/frames_srnbh
     python benchmarks/data_variants.py --data data/pnictides --cpu-minutes 15 \
         --variants pairs denoise_0.25 interpolate_0.25 --out results/augment_pnictides
+    python benchmarks/data_variants.py --data data/srnbh_frames --variants finetune joint \
+        --init-from runs/e3relax_cpu --joint data/pnictides/train.lmdb data/builtin/train.lmdb \
+        --out results/frames_srnbh
 """
 from __future__ import annotations
 
@@ -45,12 +50,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "frames_w0.25": {"frames": 0.25}, "frames_w0.5": {"frames": 0.5}, "frames_w0.75": {"frames": 0.75},
     "denoise_0.25": {"frames": 0.0, "augment": {"share": 0.25, "kind": "denoise", "strain": 0.05, "rattle": 0.1}},
     "interpolate_0.25": {"frames": 0.0, "augment": {"share": 0.25, "kind": "interpolate"}},
+    "finetune": {"frames": 0.0, "init_from": True},
+    "joint": {"frames": 0.0, "joint": True},
 }
 
 
-def train_spec(data: str | Path, frame_share: float) -> Any:
-    """``data.train`` of a variant: the pairs, plus the frame pairs for ``frame_share`` of the draws."""
+def train_spec(data: str | Path, frame_share: float, joint: list[str] | None = None) -> Any:
+    """``data.train`` of a variant: the pairs, plus the frame pairs for ``frame_share`` of the draws,
+    or (``joint``) half of the draws from these pairs and half from the other training sets."""
     pairs = f"{data}/train.lmdb"
+    if joint:
+        return [{"path": pairs, "weight": 0.5}] + [{"path": str(p), "weight": round(0.5 / len(joint), 6)}
+                                                    for p in joint]
     if frame_share <= 0:
         return pairs
     return [{"path": pairs, "weight": round(1.0 - frame_share, 6)},
@@ -67,9 +78,15 @@ def runs(args: argparse.Namespace) -> dict[str, tuple[Path, dict[str, Any]]]:
     out = {}
     for name in args.variants:
         v = VARIANTS[name]
-        keys_set = {"data.train": train_spec(args.data, v["frames"])}
+        if v.get("init_from") and not args.init_from:
+            raise SystemExit(f"variant {name} needs --init-from (a checkpoint trained on other data)")
+        if v.get("joint") and not args.joint:
+            raise SystemExit(f"variant {name} needs --joint (the other training LMDBs)")
+        keys_set = {"data.train": train_spec(args.data, v["frames"], args.joint if v.get("joint") else None)}
         if v.get("augment"):
             keys_set["data.augment"] = v["augment"]
+        if v.get("init_from"):
+            keys_set["init_from"] = str(args.init_from)
         out[name] = (CONFIG, {**common, **keys_set})
     return out
 
@@ -96,13 +113,15 @@ def table(curves, tests, lines, args) -> str:
     rows = [f"E3Relax, CPU recipe, {args.cpu_minutes:g} CPU-minutes per variant on `{Path(args.data).name}`, seed "
             f"{args.seed}. Validation: last evaluation on {args.val_structures} validation structures; test: the "
             "best-on-validation checkpoint on the whole test split.", "",
-            "| variant | frame share | augmentation | steps | val coordinates (Å) | val shape (Å²) | val volume (Å³) "
+            "| variant | frame share | augmentation / start | steps | val coordinates (Å) | val shape (Å²) | val volume (Å³) "
             "| test coordinates (Å) | test shape (Å²) | test volume (Å³) |",
             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, recs in curves.items():
         last, t = recs[-1], tests[name]
-        aug = VARIANTS[name].get("augment")
-        aug = ", ".join(f"{k} {v}" for k, v in aug.items()) if aug else "off"
+        v = VARIANTS[name]
+        aug = ", ".join(f"{k} {x}" for k, x in v["augment"].items()) if v.get("augment") else "off"
+        aug += "; from --init-from" if v.get("init_from") else ""
+        aug += "; joint, half the draws from --joint" if v.get("joint") else ""
         rows.append(f"| {name} | {VARIANTS[name]['frames']:g} | {aug} | {int(last['iteration'])} | {last['mae_pos']:.4f} | "
                     f"{last['shape_dev']:.2f} | {last['mae_vol']:.2f} | {t['mae_pos']:.4f} | {t['shape_dev']:.2f} | "
                     f"{t['mae_vol']:.2f} |")
@@ -116,6 +135,8 @@ def table(curves, tests, lines, args) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--init-from", default=None, help="checkpoint the finetune variant starts from")
+    p.add_argument("--joint", nargs="+", default=None, help="other train.lmdb files of the joint variant")
     add_run_arguments(p, cpu_minutes=15.0, val_structures=300, every=100, out="results/data_variants")
     args = p.parse_args(argv)
     out = Path(args.out)
