@@ -15,8 +15,15 @@ Writes to ``--out``: results.md / .csv / .json (Tables 1-3, efficiency, CHGNet c
 check), results_per_seed.csv, per_structure/*.csv, figures/*.png (error distributions, violin plot,
 validation curves of every run), and runs/<model>_s<seed>/ with
 the TensorBoard events (``tensorboard --logdir OUT/runs`` overlays every model) and checkpoints.
-``--resume`` skips the (model, seed) runs already recorded in OUT/results.json; seeds run as separate
-comparisons are combined with ``--render --out A --merge B``.
+Running the same command again on the same ``--out`` continues: finished (model, seed) runs are
+kept, stopped ones resume from their last checkpoint (``--fresh`` starts over). ``--jobs N`` runs N
+of them at once, one process and one thread each; ``--cpu-time`` caps each run in CPU-seconds of
+its own process and ``--patience`` stops it at its validation plateau. Seeds run as separate
+comparisons are combined with ``--render --out A --merge B``. A long, converged comparison::
+
+    python benchmarks/compare_baselines.py --data ../shared/data/srnbh --layout vasp_dirs \
+        --cpu-time 10800 --patience 10 --steps 1000000 --eval-every 250 --seeds 0,1 --ablations \
+        --jobs 2 --out results/converged_srnbh
 """
 from __future__ import annotations
 
@@ -59,6 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     b.add_argument("--steps", type=int, default=None, help="optimiser steps per model")
     b.add_argument("--epochs", type=int, default=None, help="validation rounds per model (steps = epochs x eval-every)")
     b.add_argument("--wall-time", type=float, default=None, help="wall-clock seconds of training per model")
+    b.add_argument("--cpu-time", type=float, default=None,
+                   help="CPU-seconds of training per run, of its own process (a cap that machine load does not "
+                        "change); replaces --wall-time")
+    b.add_argument("--patience", type=int, default=None,
+                   help="stop a run after this many validations without improvement (its validation plateau)")
     b.add_argument("--eval-every", type=int, default=50, help="steps between validations")
     b.add_argument("--batch-size", type=int, default=16)
     b.add_argument("--max-val", type=int, default=200, help="validate on the first K validation structures")
@@ -77,7 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o = p.add_argument_group("run")
     o.add_argument("--device", default="cpu", help="cpu | cuda | cuda:1 | auto")
     o.add_argument("--out", default="results/compare", help="output folder")
-    o.add_argument("--resume", action="store_true", help="skip (model, seed) runs already in OUT/results.json")
+    o.add_argument("--jobs", type=int, default=1,
+                   help="(model, seed) runs at a time, each in its own process with one thread (one per core)")
+    o.add_argument("--resume", action="store_true",
+                   help="(the default) continue the comparison in OUT: finished runs are kept, stopped ones resume")
+    o.add_argument("--fresh", action="store_true", help="discard the runs and records in OUT and start over")
     o.add_argument("--progress-bar", action="store_true", help="show the engine's per-step progress bar")
     o.add_argument("--render", action="store_true", help="only rewrite results.md/.csv from OUT/results.json")
     o.add_argument("--merge", action="append", default=[], metavar="DIR",
@@ -86,7 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.symprec > 0:
         p.error(f"--symprec must be a positive number of Angstrom, got {args.symprec}")
     zero = args.data is None and args.layout is None
-    if args.steps is None and args.epochs is None and args.wall_time is None:
+    if args.cpu_time is not None and args.wall_time is not None:
+        p.error("give --cpu-time or --wall-time, not both")
+    if args.jobs < 1:
+        p.error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.steps is None and args.epochs is None and args.wall_time is None and args.cpu_time is None:
         # the zero-argument budget: about 15 minutes for every model on 2 CPU cores
         args.steps, args.wall_time = 10_000, 60.0
     if args.steps is None:
@@ -111,8 +131,17 @@ def main(argv: list[str] | None = None) -> int:
 
         print(render_existing(Path(args.out), [Path(m) for m in args.merge]))
         return 0
-    comparison = Comparison.from_args(args)
-    results = comparison.run()
+    from e3relax.errors import Interrupted, UserError
+
+    try:
+        comparison = Comparison.from_args(args)
+        results = comparison.run()
+    except UserError as exc:
+        print(f"compare_baselines: error: {exc}", file=sys.stderr)
+        return 2
+    except (Interrupted, KeyboardInterrupt):
+        print("compare_baselines: stopped; run the same command again to continue", file=sys.stderr)
+        return 130
     print(comparison.markdown(results))
     return 0
 

@@ -231,3 +231,53 @@ def test_learning_curves_figure(tmp_path, monkeypatch):
     assert drawn[2][2]["color"] != drawn[0][2]["color"]
     with pytest.raises(ValueError, match="no run has a validation point"):
         figures.learning_curves({"E3Relax": {0: []}}, 16, tmp_path / "empty.png")
+
+
+def test_budget_in_cpu_seconds_with_a_plateau_stop():
+    from e3relax.benchmark.budget import Budget
+
+    b = Budget(steps=10**6, eval_every=250, cpu_s=3600.0, patience=10)
+    sched = b.engine_config()["schedule"]
+    assert sched["time_clock"] == "cpu" and sched["time_limit_s"] == 3600.0 and sched["early_stop_patience"] == 10
+    assert "1.00 CPU-hours" in b.describe() and "10 validations without improvement" in b.describe()
+    assert Budget(wall_s=60.0).engine_config()["schedule"]["time_clock"] == "wall"
+    with pytest.raises(ValueError, match="not both"):
+        Budget(wall_s=60.0, cpu_s=60.0)
+
+
+def test_parallel_comparison_continues_where_it_stopped(tmp_path):
+    """Two jobs at a time in their own processes; a second run of the same command keeps what
+    finished, tests a trained run again without retraining, and resumes a stopped one."""
+    _write_dataset(tmp_path / "src")
+    _write_configs(tmp_path / "configs")
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(SCRIPT), "--data", str(tmp_path / "src"), "--layout", "poscar_pairs",
+           "--data-cache", str(tmp_path / "cache"), "--split-ratio", "2:1:1", "--models", "e3relax,painn",
+           "--config-dir", str(tmp_path / "configs"), "--steps", "4", "--eval-every", "2", "--batch-size", "4",
+           "--seeds", "0", "--chgnet", "0", "--timing-structures", "2", "--jobs", "2", "--out", str(out)]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg", "HOME": str(tmp_path)}
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "2 runs at a time" in first.stdout and "running 2 (model, seed) jobs" in first.stdout
+    assert (out / "records" / "e3relax_s0.json").is_file() and (out / "jobs" / "painn_s0.log").is_file()
+    doc = json.loads((out / "results.json").read_text())
+    assert set(doc["models"]["painn"]["seeds"]) == {"0"} and set(doc["models"]["e3relax"]["seeds"]) == {"0"}
+    # stop painn after its training (no record) and e3relax in the middle (a checkpoint, nothing else)
+    (out / "records" / "painn_s0.json").unlink()
+    (out / "records" / "e3relax_s0.json").unlink()
+    (out / "runs" / "e3relax_s0" / "trained.json").unlink()
+    for key in ("painn", "e3relax"):
+        doc["models"][key]["seeds"] = {}
+    (out / "results.json").write_text(json.dumps(doc))
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    logs = {k: (out / "jobs" / f"{k}_s0.log").read_text() for k in ("painn", "e3relax")}
+    assert "resuming from its last checkpoint" in logs["e3relax"]
+    assert logs["painn"].count("PaiNN seed 0: training") == 1  # trained once, only tested again
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["models"]["painn"]["seeds"]["0"]["steps"] == 4 and doc["models"]["e3relax"]["seeds"]["0"]["steps"] == 4
+    third = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert third.returncode == 0 and third.stdout.count("finished earlier, kept") == 2
+    other = subprocess.run([*cmd[:-2], "--steps", "6", "--out", str(out)], capture_output=True, text=True,
+                           timeout=300, cwd=tmp_path, env=env)
+    assert other.returncode == 2 and "another budget" in other.stderr + other.stdout

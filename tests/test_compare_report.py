@@ -29,10 +29,13 @@ def test_plan_and_progress_lines():
     p = Progress(4, estimate_run_s(60.0, 32), estimate_chgnet_s(6), t_start=0.0)
     plan = p.plan([Run(), Run()], [0, 1], 32, 6, "60 s of training wall time")
     assert "4 run(s)" in plan and "CHGNet + FIRE on 6" in plan and "expected about" in plan
-    assert "no wall-time budget" in Progress(4, estimate_run_s(None, 32), 0.0, 0.0).plan([Run()], [0], 32, 0, "")
+    assert "no time budget" in Progress(4, estimate_run_s(None, 32), 0.0, 0.0).plan([Run()], [0], 32, 0, "")
     p.skip()
     line = p.step()
     assert line.startswith("2/4 runs done (50%)") and "left" in line
+    two = Progress(4, 100.0, 0.0, t_start=0.0, jobs=2)  # two at a time: two waves of 100 s
+    plan = two.plan([Run(), Run()], [0, 1], 32, 0, "b")
+    assert "2 runs at a time" in plan and "about 3.3 min in all" in plan
 
 
 def _capture(monkeypatch):

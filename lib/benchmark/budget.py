@@ -27,6 +27,10 @@ class Budget:
             validated once more and stopped.
         batch_size: structures per optimiser step.
         max_val_structures: validate on the first K validation structures only (None: all).
+        cpu_s: CPU-seconds of the run's own process per model (None: none); counted on the CPU
+            clock, so a loaded machine does not change it. Takes the place of ``wall_s``.
+        patience: stop a run after this many validations without improvement (early stopping at
+            the validation plateau; None: train to the step or time limit).
     """
 
     steps: int = 300
@@ -34,21 +38,40 @@ class Budget:
     wall_s: float | None = None
     batch_size: int = 16
     max_val_structures: int | None = 200
+    cpu_s: float | None = None
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.eval_every < 1 or self.batch_size < 1:
             raise ValueError(f"budget: steps, eval_every and batch_size must be positive, got {self}")
-        if self.wall_s is not None and self.wall_s <= 0:
-            raise ValueError(f"budget: wall_s must be positive, got {self.wall_s}")
+        for name in ("wall_s", "cpu_s", "patience"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"budget: {name} must be positive, got {value}")
+        if self.wall_s is not None and self.cpu_s is not None:
+            raise ValueError("budget: give a wall-clock or a CPU-time limit, not both")
 
     def engine_config(self) -> dict[str, Any]:
         """The ``schedule``/``data`` entries of an engine config implementing this budget."""
         every = min(self.eval_every, self.steps)
         return {
             "schedule": {"epoch_length": every, "max_epochs": max(1, math.ceil(self.steps / every)),
-                         "early_stop_patience": None, "time_limit_s": self.wall_s, "time_clock": "wall"},
+                         "early_stop_patience": self.patience,
+                         "time_limit_s": self.cpu_s if self.cpu_s is not None else self.wall_s,
+                         "time_clock": "cpu" if self.cpu_s is not None else "wall"},
             "data": {"batch_size": self.batch_size, "max_val_structures": self.max_val_structures},
         }
+
+    def describe(self) -> str:
+        """One line: the limits of this budget."""
+        parts = [f"at most {self.steps:,} steps" if self.steps < 10**9 else "no step limit"]
+        if self.cpu_s:
+            parts.append(f"{self.cpu_s / 3600:.2f} CPU-hours" if self.cpu_s >= 3600 else f"{self.cpu_s:.0f} CPU-s")
+        if self.wall_s:
+            parts.append(f"{self.wall_s:.0f} s of wall time")
+        if self.patience:
+            parts.append(f"early stop after {self.patience} validations without improvement")
+        return ", ".join(parts) + f", batch {self.batch_size}, validation every {self.eval_every} steps"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,7 +1,9 @@
 """The comparison driver: data -> every model x seed (train, test) -> Dummy -> CHGNet -> outputs.
 
 :class:`Comparison` is what ``benchmarks/compare_baselines.py`` runs. Results are written after
-every (model, seed), so an interrupted comparison keeps what it finished and ``resume`` continues it.
+every (model, seed), and each (model, seed) is a job (:mod:`e3relax.benchmark.jobs`) that resumes
+its run from the last checkpoint: the same command on the same output folder continues a stopped
+comparison, and finished runs are not repeated. ``jobs > 1`` runs that many at once, one process each.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 import logging
 import math
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +23,13 @@ import torch
 
 from e3relax.benchmark import figures, tables
 from e3relax.benchmark.budget import Budget
-from e3relax.device import resolve_device
 from e3relax.benchmark.data import prepare_data
+from e3relax.benchmark.jobs import job_spec, record_path, run_jobs
 from e3relax.benchmark.progress import Progress, estimate_chgnet_s, estimate_run_s, minutes
 from e3relax.benchmark.predict import Predictions, dummy_predictions, predict, prior_predictions, subset
-from e3relax.benchmark.runner import match_summary, test_model, train_model
+from e3relax.benchmark.runner import match_summary
 from e3relax.benchmark.suite import REFERENCE_MODEL, ModelRun, ablation_runs, model_runs
+from e3relax.errors import InputError
 from e3relax.metrics import MAE_POS
 from e3relax.predict.prepare import FrameSettings
 
@@ -49,7 +53,7 @@ def software_versions() -> dict[str, str]:
     return out
 
 
-def _write_per_structure(preds: Predictions, path: Path) -> None:
+def write_per_structure(preds: Predictions, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     names = sorted(preds.metrics)
     with path.open("w", newline="", encoding="utf-8") as fh:
@@ -76,7 +80,8 @@ class Comparison:
         data: ``(dataset, layout, cache, split_ratio, data_seed, limit)`` for :func:`prepare_data`.
         device: torch device string.
         match_max, timing_structures, chgnet, chgnet_max_steps, fmax: evaluation settings.
-        resume: keep the (model, seed) records already in ``out/results.json``.
+        resume: keep the (model, seed) records already in ``out`` (default; False: start afresh).
+        jobs: (model, seed) runs at a time, each in its own one-thread process (1: in this process).
         frames: canonical frame and space-group projection of the test predictions (default both on).
     """
 
@@ -91,10 +96,11 @@ class Comparison:
     chgnet: int = 6
     chgnet_max_steps: int = 500
     fmax: float = 0.05
-    resume: bool = False
+    resume: bool = True
     progress_bar: bool = False
     budget_text: str = ""
     frames: FrameSettings = field(default_factory=FrameSettings)
+    jobs: int = 1
     _results: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -104,16 +110,15 @@ class Comparison:
         if args.ablations:
             runs += ablation_runs(args.config_dir, args.size)
         budget = Budget(steps=args.steps, eval_every=args.eval_every, wall_s=args.wall_time,
-                        batch_size=args.batch_size, max_val_structures=args.max_val)
-        text = (f"at most {args.steps:,} optimiser steps" if args.steps < 10**9 else "no step limit") + \
-            (f" and {args.wall_time:.0f} s of training wall time" if args.wall_time else "") + \
-            f", batch {args.batch_size}, validation every {args.eval_every} steps on {{num_val}} structures"
+                        batch_size=args.batch_size, max_val_structures=args.max_val,
+                        cpu_s=getattr(args, "cpu_time", None), patience=getattr(args, "patience", None))
+        text = budget.describe() + " on {num_val} structures"
         return cls(runs, list(args.seeds), budget, Path(args.out),
                    (args.data, args.layout, args.data_cache, args.split_ratio, args.data_seed, args.limit),
                    args.device, args.match_max, args.timing_structures, args.chgnet, args.chgnet_max_steps,
-                   args.fmax, args.resume, args.progress_bar, text,
+                   args.fmax, not getattr(args, "fresh", False), args.progress_bar, text,
                    FrameSettings(not getattr(args, "no_symmetry", False), not getattr(args, "no_canonical_cell", False),
-                                 getattr(args, "symprec", 0.01)))
+                                 getattr(args, "symprec", 0.01)), max(1, int(getattr(args, "jobs", 1))))
 
     # ------------------------------------------------------------------ state
     @property
@@ -121,9 +126,33 @@ class Comparison:
         return self.out / "results.json"
 
     def _load_previous(self) -> dict[str, Any]:
-        if self.resume and self.results_path.exists():
+        if not self.resume:
+            for sub in ("records", "runs", "jobs"):
+                shutil.rmtree(self.out / sub, ignore_errors=True)
+            return {}
+        if self.results_path.exists():
             return json.loads(self.results_path.read_text(encoding="utf-8"))
         return {}
+
+    def _check_same_comparison(self, prev: dict[str, Any]) -> None:
+        """Refuse to continue a comparison of other data or another budget in the same folder."""
+        old = prev.get("meta") or {}
+        if not old:
+            return
+        new = self._results["meta"]
+        for key, what in (("budget", "budget"), ("dataset", "data")):
+            if old.get(key) is not None and json.dumps(old.get(key), sort_keys=True) != json.dumps(new.get(key),
+                                                                                            sort_keys=True):
+                raise InputError(f"{self.results_path}: this folder holds a comparison with another {what} "
+                                 f"({old.get(key)}); use another --out, or --fresh to discard it")
+
+    def _previous_record(self, prev: dict[str, Any], key: str, seed: int) -> dict[str, Any] | None:
+        """A finished (model, seed): in the previous results.json or as a job's record file."""
+        old = prev.get("models", {}).get(key, {}).get("seeds", {}).get(str(seed))
+        path = record_path(self.out, key, seed)
+        if old is None and self.resume and path.exists():
+            old = json.loads(path.read_text(encoding="utf-8"))
+        return old
 
     def _save(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -164,33 +193,47 @@ class Comparison:
         self.budget_text = self.budget_text.replace("{num_val}", str(num_val))
         self._results = {"meta": self._meta(data_desc, splits, len(test_ds)), "models": {}, "dummy": {},
                          "prior": {}, "chgnet": None, "energy": None}
+        self._check_same_comparison(prev)
         val_dummy = dummy_predictions(subset(LmdbDataset(splits["val"]), num_val)).metrics[MAE_POS]
         self._results["meta"]["val_dummy_mae_pos"] = float(np.nanmean(val_dummy))  # the learning curves' reference
         total = len(self.runs) * len(self.seeds)
-        progress = Progress(total, estimate_run_s(self.budget.wall_s, len(test_ds)), estimate_chgnet_s(self.chgnet),
-                            t_start)
+        progress = Progress(total, estimate_run_s(self.budget.wall_s or self.budget.cpu_s, len(test_ds)),
+                            estimate_chgnet_s(self.chgnet), t_start, self.jobs)
         log.info("plan: %s", progress.plan(self.runs, self.seeds, len(test_ds), self.chgnet, self.budget_text))
         self._dummy(test_ds)
         self._prior(test_ds, LmdbDataset(splits["train"]))
-        done = 0
+        specs = []
         for run in self.runs:
             entry = self._results["models"].setdefault(
                 run.key, {"label": run.label, "ablation": run.ablation, "config_file": run.config_file, "seeds": {}})
             for seed in self.seeds:
-                done += 1
-                old = prev.get("models", {}).get(run.key, {}).get("seeds", {}).get(str(seed))
+                old = self._previous_record(prev, run.key, seed)
                 if old is not None:
-                    log.info("[%d/%d] %s seed %d: kept from the previous run", done, total, run.label, seed)
+                    log.info("%s seed %d: finished earlier, kept", run.label, seed)
                     entry["seeds"][str(seed)] = old
                     progress.skip()
                     continue
-                try:
-                    entry["seeds"][str(seed)] = self._one(run, seed, splits, test_ds, f"[{done}/{total}]")
-                except Exception as exc:  # noqa: BLE001 - one failing model must not end the comparison
-                    log.exception("%s seed %d failed; continuing with the next run", run.label, seed)
-                    entry.setdefault("failed", {})[str(seed)] = f"{type(exc).__name__}: {exc}"
-                self._save()
-                log.info("progress: %s", progress.step())
+                specs.append(job_spec(run, seed, splits, self.budget, self.out, self.device, self.match_max,
+                                      self.timing_structures, self.frames, self.progress_bar))
+        if specs and self.jobs > 1:
+            log.info("running %d (model, seed) jobs, %d at a time in their own processes (OMP_NUM_THREADS=1)",
+                     len(specs), self.jobs)
+
+        def done(spec: dict, record: dict | None) -> None:
+            entry, seed = self._results["models"][spec["run"]["key"]], str(spec["seed"])
+            if record is None:
+                entry.setdefault("failed", {})[seed] = "the job failed; its log (OUT/jobs/ or above) says why"
+            else:
+                entry["seeds"][seed] = record
+                entry.get("failed", {}).pop(seed, None)
+                m, d = record["metrics"], self._results["dummy"]
+                log.info("%s seed %s: %d steps, test coord MAE %.4f Å, shape %.4f Å², volume %.3f Å³ "
+                         "(Dummy %.4f / %.4f / %.3f)", entry["label"], seed, record["steps"], m[MAE_POS],
+                         m["shape_dev"], m["mae_vol"], d[MAE_POS], d["shape_dev"], d["mae_vol"])
+            self._save()
+            log.info("progress: %s", progress.step())
+
+        run_jobs(specs, self.jobs, done)
         self._figures()
         if self.chgnet > 0:
             log.info("progress: %s", progress.before_chgnet())
@@ -216,34 +259,16 @@ class Comparison:
         preds = dummy_predictions(test_ds)
         match, _ = match_summary(preds, self.match_max)
         self._results["dummy"] = {**{k: float(np.nanmean(v)) for k, v in preds.metrics.items()}, **match}
-        _write_per_structure(preds, self.out / "per_structure" / "dummy.csv")
+        write_per_structure(preds, self.out / "per_structure" / "dummy.csv")
 
     def _prior(self, test_ds: Any, train_ds: Any) -> None:
         preds = prior_predictions(test_ds, train_ds)
         match, _ = match_summary(preds, self.match_max)
         self._results["prior"] = {**{k: float(np.nanmean(v)) for k, v in preds.metrics.items()}, **match}
-        _write_per_structure(preds, self.out / "per_structure" / "prior.csv")
+        write_per_structure(preds, self.out / "per_structure" / "prior.csv")
         log.info("atomic-volume prior (fitted on the training split): test coord MAE %.4f Å, shape %.4f Å², "
                  "volume %.3f Å³", self._results["prior"][MAE_POS], self._results["prior"]["shape_dev"],
                  self._results["prior"]["mae_vol"])
-
-    def _one(self, run: ModelRun, seed: int, splits: dict, test_ds: Any, tag: str) -> dict[str, Any]:
-        run_dir = self.out / "runs" / f"{run.key}_s{seed}"
-        log.info("%s %s seed %d: training (%s)", tag, run.label, seed, self.budget_text)
-        model, record = train_model(run, seed, splits, self.budget, run_dir, self.device,
-                                    progress_bar=self.progress_bar)
-        log.info("%s %s seed %d: %d steps in %.0f s (best validation mae_pos %.4f Å at step %s); testing",
-                 tag, run.label, seed, record["steps"], record["train_seconds"], record["best_val"],
-                 record["best_step"])
-        device = resolve_device(self.device)
-        preds, test = test_model(model, test_ds, device, self.budget.batch_size, self.match_max,
-                                 self.timing_structures, self.frames)
-        _write_per_structure(preds, self.out / "per_structure" / f"{run.key}_s{seed}.csv")
-        log.info("%s %s seed %d: test coord MAE %.4f Å, shape %.4f Å², volume %.3f Å³ (Dummy %.4f / %.4f / %.3f)",
-                 tag, run.label, seed, test["metrics"][MAE_POS], test["metrics"]["shape_dev"],
-                 test["metrics"]["mae_vol"], self._results["dummy"][MAE_POS], self._results["dummy"]["shape_dev"],
-                 self._results["dummy"]["mae_vol"])
-        return {**record, **test, "run_dir": str(run_dir)}
 
     def _figures(self) -> None:
         fig_dir = self.out / "figures"

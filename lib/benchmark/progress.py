@@ -20,8 +20,9 @@ def minutes(seconds: float) -> str:
 class Progress:
     """Overall progress of a comparison: runs done, time spent, time left (re-estimated as runs finish)."""
 
-    def __init__(self, total: int, run_s: float | None, chgnet_s: float, t_start: float) -> None:
+    def __init__(self, total: int, run_s: float | None, chgnet_s: float, t_start: float, jobs: int = 1) -> None:
         self.total, self.run_s, self.chgnet_s, self.t_start = total, run_s, chgnet_s, t_start
+        self.jobs = max(1, int(jobs))
         self.done = self.skipped = 0
         self.t_runs = time.perf_counter()
 
@@ -30,9 +31,12 @@ class Progress:
                 f"({', '.join(r.label for r in runs)}) with {budget}; score each on {n_test} test structures")
         if chgnet > 0:
             what += f"; then CHGNet + FIRE on {chgnet} test structures"
+        if self.jobs > 1:
+            what += f"; {self.jobs} runs at a time, one process each"
         if self.run_s is None:
-            return what + "; no wall-time budget, so the duration is estimated after the first run"
-        return what + f"; expected about {minutes(self.total * self.run_s + self.chgnet_s)} in all"
+            return what + "; no time budget, so the duration is estimated after the first run"
+        waves = -(-self.total // self.jobs)
+        return what + f"; expected about {minutes(waves * self.run_s + self.chgnet_s)} in all"
 
     def skip(self) -> None:
         self.done += 1
@@ -42,8 +46,8 @@ class Progress:
         self.done += 1
         elapsed = time.perf_counter() - self.t_start
         ran = self.done - self.skipped
-        per_run = (time.perf_counter() - self.t_runs) / ran if ran else (self.run_s or 0.0)
-        left = (self.total - self.done) * per_run + self.chgnet_s
+        per_run = (time.perf_counter() - self.t_runs) / ran if ran else (self.run_s or 0.0) / self.jobs
+        left = (self.total - self.done) * per_run + self.chgnet_s  # per_run: wall per run with jobs at once
         pct = 100.0 * self.done / self.total if self.total else 100.0
         return (f"{self.done}/{self.total} runs done ({pct:.0f}%), {minutes(elapsed)} elapsed, "
                 f"about {minutes(left)} left")
@@ -54,8 +58,8 @@ class Progress:
 
 
 def estimate_run_s(wall_s: float | None, n_test: int) -> float | None:
-    """Rough wall seconds of one (model, seed): the training wall budget plus testing (None without a
-    wall budget: no estimate before the first run)."""
+    """Rough wall seconds of one (model, seed): the training time budget (wall or CPU seconds, one
+    core each) plus testing (None without a time budget: no estimate before the first run)."""
     if not wall_s:
         return None
     return float(wall_s) + _TEST_S_PER_STRUCTURE * n_test + _TEST_S_FIXED

@@ -52,14 +52,16 @@ def convergence(history: list[tuple[int, float]], tolerance: float = 0.01) -> di
 
 
 def train_model(run: ModelRun, seed: int, splits: Mapping[str, Path], budget: Budget, run_dir: Path,
-                device: str, dtype: str = "float32", progress_bar: bool = False) -> tuple[torch.nn.Module, dict]:
-    """Train ``run`` with ``seed`` under ``budget``; return the best-validation EMA model and a record."""
+                device: str, dtype: str = "float32", progress_bar: bool = False,
+                resume: bool = False) -> tuple[torch.nn.Module, dict]:
+    """Train ``run`` with ``seed`` under ``budget`` (``resume``: continue ``run_dir`` from its last
+    checkpoint); return the best-validation EMA model and a record."""
     from e3relax.engine.checkpoint import model_from_checkpoint
     from e3relax.engine.trainer import train
 
     config = engine_config(run, seed, splits, budget, run_dir, device, dtype, progress_bar)
     t0 = time.perf_counter()
-    summary = train(config) or {}
+    summary = train(config, resume=resume) or {}
     seconds = time.perf_counter() - t0
     history = [tuple(h) for h in summary.get("val_history", [])]
     best = run_dir / "checkpoints" / "best.pt"
@@ -67,6 +69,8 @@ def train_model(run: ModelRun, seed: int, splits: Mapping[str, Path], budget: Bu
     model, _ = model_from_checkpoint(ckpt, weights="ema", device=device)
     record = {"train_seconds": seconds, "steps": int(summary.get("iteration") or 0),
               "wall_budget_hit": bool(summary.get("time_limit_hit")), "checkpoint": ckpt.name,
+              "time_used_s": summary.get("time_used_s"), "time_clock": config["schedule"]["time_clock"],
+              "resumed": bool(resume),
               "val_history": [list(h) for h in history],
               "structures_per_s": summary.get("structures_per_s"), **convergence(history)}
     return model, record
