@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         print("compare_baselines: stopped; run the same command again to continue", file=sys.stderr)
         return 130
     print(comparison.markdown(results))
+    from e3relax.benchmark.tables import plain_summary
+
+    print("Summary (test split, mean over seeds):\n" + plain_summary(results))
     return 0
 
 

@@ -84,6 +84,7 @@ def test_compare_end_to_end_files(compare_run):
             assert list((run / "tb").glob("events.out.tfevents.*")), f"no TensorBoard events in {run}"
             assert (out / "per_structure" / f"{key}_s{seed}.csv").is_file()
     assert "| E3Relax |" in stdout and "| Dummy |" in stdout  # the table is printed
+    assert "Summary (test split, mean over seeds):" in stdout and "is best with" in stdout
 
 
 def test_compare_tables_rows(compare_run):
@@ -152,6 +153,11 @@ def test_gain_table_against_dummy_and_prior_names_models_behind_the_prior():
     md = "\n".join(_gain_section(results, False))
     assert "| E3Relax | +50.0% | +33.3% | +20.0% | +11.1% | +87.5% | +50.0% |" in md
     assert "Not better than the prior (so nothing learned there beyond the volume): PaiNN: Coord. MAE, Volume MAE." in md
+    from e3relax.benchmark.tables import plain_summary
+
+    text = plain_summary(results)
+    assert "Coord. MAE (Å): E3Relax is best with 0.3, 50% below the Dummy (0.6), 33% below the prior (0.45)." in text
+    assert "Volume MAE (Å³): E3Relax is best with 5, 88% below the Dummy (40), 50% below the prior (10)." in text
     del results["prior"]  # an older results.json: no prior row, no gain table
     assert _gain_section(results, False) == []
 

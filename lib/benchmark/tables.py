@@ -20,7 +20,7 @@ import numpy as np
 from e3relax.benchmark.suite import REFERENCE_MODEL, SAME_ARCHITECTURE
 from e3relax.metrics import MAE_POS, MAE_VOL, SHAPE_DEV
 
-__all__ = ["COLUMNS", "aggregate", "main_rows", "improvement", "gains", "markdown_table", "write_csv", "render", "match_footnote"]
+__all__ = ["COLUMNS", "aggregate", "main_rows", "improvement", "gains", "plain_summary", "markdown_table", "write_csv", "render", "match_footnote"]
 
 #: (key, header) of the accuracy columns; the first three are the paper's, lower is better for them
 COLUMNS = ((MAE_POS, "Coord. MAE (Å)"), (SHAPE_DEV, "Shape dev. (Å²)"), (MAE_VOL, "Volume MAE (Å³)"),
@@ -174,6 +174,29 @@ def _gain_section(results: Mapping[str, Any], ablation: bool) -> list[str]:
     else:
         parts += ["Every model beats the prior on all three errors.", ""]
     return parts
+
+
+def plain_summary(results: Mapping[str, Any]) -> str:
+    """A few plain lines for the end of a run: per paper error, the best model (Table 1-2 models,
+    mean over seeds) and how far below the Dummy and the prior it is."""
+    rows = [(label, agg) for _, label, agg in main_rows(results, False)]
+    if not rows:
+        return "No model finished; see the log."
+    lines = []
+    for key in _LOWER_BETTER:
+        scored = [(agg[key][0], label) for label, agg in rows if not math.isnan(agg[key][0])]
+        if not scored:
+            continue
+        best, label = min(scored)
+        name = dict(COLUMNS)[key]
+        parts = [f"{name}: {label} is best with {best:.4g}"]
+        for fk, flabel in FLOORS:
+            ref = (results.get(fk) or {}).get(key)
+            if ref:
+                g = 100.0 * (ref - best) / ref
+                parts.append(f"{abs(g):.0f}% {'below' if g >= 0 else 'above'} the {flabel} ({ref:.4g})")
+        lines.append(", ".join(parts) + ".")
+    return "\n".join(lines)
 
 
 def _efficiency_table(results: Mapping[str, Any]) -> str:
