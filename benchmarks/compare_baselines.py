@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from e3relax.benchmark.compare import Comparison
 
     if args.render:
-        from e3relax.benchmark.compare import render_existing
+        from e3relax.benchmark.saved import render_existing
 
         print(render_existing(Path(args.out), [Path(m) for m in args.merge]))
         return 0

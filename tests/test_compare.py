@@ -199,7 +199,7 @@ def test_e3relax_trains_with_its_cpu_recipe():
 
 
 def test_merge_seeds_from_another_comparison(compare_run, tmp_path):
-    from e3relax.benchmark.compare import merge_results
+    from e3relax.benchmark.saved import merge_results
 
     out, _ = compare_run
     doc = json.loads((out / "results.json").read_text())

@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from e3relax.benchmark import figures, tables
 from e3relax.benchmark.budget import Budget
 from e3relax.benchmark.data import prepare_data
 from e3relax.benchmark.jobs import job_spec, record_path, run_jobs
+from e3relax.benchmark.saved import learning_curves
 from e3relax.benchmark.progress import Progress, estimate_chgnet_s, estimate_run_s, minutes
 from e3relax.benchmark.predict import Predictions, dummy_predictions, predict, prior_predictions, subset
 from e3relax.benchmark.runner import match_summary
@@ -33,7 +34,7 @@ from e3relax.errors import InputError
 from e3relax.metrics import MAE_POS
 from e3relax.predict.prepare import FrameSettings
 
-__all__ = ["Comparison", "software_versions", "render_existing", "merge_results"]
+__all__ = ["Comparison", "software_versions"]
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +287,7 @@ class Comparison:
         name = self._results["meta"]["dataset"]["name"]
         figures.violin(violins, fig_dir / "violin_coord_mae.png",
                        f"{name}: per-structure coordinate MAE (seed {self.seeds[0]})")
-        _learning_curves(self._results, fig_dir)
+        learning_curves(self._results, fig_dir)
 
     # ------------------------------------------------------------------ CHGNet
     def _reference_model(self) -> torch.nn.Module | None:
@@ -359,55 +360,3 @@ class Comparison:
 
     def markdown(self, results: dict[str, Any] | None = None) -> str:
         return tables.render(results or self._results)
-
-
-def merge_results(base: dict[str, Any], other: dict[str, Any], source: str = "") -> dict[str, Any]:
-    """Add the (model, seed) records of ``other`` that ``base`` lacks (seeds run as separate comparisons).
-
-    Raises:
-        ValueError: when the two were run on different data or with different budgets.
-    """
-    for key in ("dataset", "budget"):
-        if base["meta"][key] != other["meta"][key]:
-            raise ValueError(f"cannot merge {source}: its {key} differs ({other['meta'][key]} vs {base['meta'][key]})")
-    for key, entry in other["models"].items():
-        mine = base["models"].setdefault(key, {**entry, "seeds": {}})
-        for seed, rec in entry["seeds"].items():
-            mine["seeds"].setdefault(seed, rec)
-    seeds = sorted({int(s) for e in base["models"].values() for s in e["seeds"]})
-    base["meta"]["seeds"] = seeds
-    base["meta"].setdefault("merged_from", []).append(source)
-    return base
-
-
-def _learning_curves(results: dict[str, Any], fig_dir: Path) -> Path | None:
-    """``fig_dir/learning_curves.png``: validation coordinate MAE of every (model, seed) run, ablations
-    included, against the training structures seen; None when no run recorded a validation."""
-    histories = {entry["label"].split(" (")[0]: {int(s): rec.get("val_history", []) for s, rec in entry["seeds"].items()}
-                 for entry in results["models"].values()}
-    if not any(h for runs in histories.values() for h in runs.values()):
-        return None
-    name = results["meta"]["dataset"]["name"]
-    return figures.learning_curves(histories, int(results["meta"]["budget"]["batch_size"]),
-                                   fig_dir / "learning_curves.png", dummy=results["meta"].get("val_dummy_mae_pos"),
-                                   title=f"{name}: validation coordinate MAE, mean over structures (all seeds)")
-
-
-def render_existing(out: Path, merge: Sequence[Path] = ()) -> str:
-    """Rewrite ``results.md``, ``results.csv`` and ``figures/learning_curves.png`` of ``out`` from its
-    ``results.json`` (after merging the ``results.json`` of each folder in ``merge`` into it); return
-    the markdown."""
-    path = Path(out) / "results.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run the comparison first")
-    results = json.loads(path.read_text(encoding="utf-8"))
-    for folder in merge:
-        other = json.loads((Path(folder) / "results.json").read_text(encoding="utf-8"))
-        results = merge_results(results, other, str(folder))
-    if merge:
-        path.write_text(json.dumps(results, indent=1, allow_nan=True), encoding="utf-8")
-    md = tables.render(results)
-    (Path(out) / "results.md").write_text(md, encoding="utf-8")
-    tables.write_csv(results, Path(out) / "results.csv")
-    _learning_curves(results, Path(out) / "figures")
-    return md

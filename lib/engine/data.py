@@ -20,7 +20,7 @@ from e3relax import keys
 from e3relax.errors import InputError, MissingPathError
 from e3relax.records import collate  # PyG Batch.from_data_list with field checks
 
-__all__ = ["build_dataset", "element_counts", "skipped_records", "collate", "StreamBatchSampler", "WeightedConcat", "epoch_counts",
+__all__ = ["build_dataset", "element_counts", "training_elements", "skipped_records", "collate", "StreamBatchSampler", "WeightedConcat", "epoch_counts",
            "train_loader", "eval_loader", "prepare_batch"]
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,21 @@ def element_counts(dataset: Any) -> dict[int, list[int]]:
             tot[0] += int(ni)
             tot[1] += 1
     return dict(sorted(out.items()))
+
+
+def training_elements(dataset: Any, init_from: str | Path | None = None) -> dict[int, list[int]]:
+    """``{Z: [atoms, structures]}`` a model is trained on: ``dataset``'s, plus, when the run starts
+    from another run's weights (``init_from``), what that run recorded."""
+    counts = element_counts(dataset)
+    if init_from:
+        from e3relax.engine.checkpoint import load_checkpoint
+
+        for z, (atoms, structures) in (load_checkpoint(init_from).get("train_elements") or {}).items():
+            tot = counts.setdefault(int(z), [0, 0])
+            tot[0] += int(atoms)
+            tot[1] += int(structures)
+    log.info("training elements (atoms): %s", ", ".join(f"Z={z} {v[0]}" for z, v in sorted(counts.items())))
+    return dict(sorted(counts.items()))
 
 
 def skipped_records(dataset: Any) -> int:

@@ -27,8 +27,8 @@ from e3relax.engine.budget import TimeBudget, ValidationHistory
 from e3relax.engine.checkpoint import Value, load_checkpoint, model_weights
 from e3relax.engine.config import save_config
 from e3relax.model_base import check_graph
-from e3relax.engine.data import (build_dataset, collate, element_counts, eval_loader, prepare_batch, skipped_records,
-                                 train_loader)
+from e3relax.engine.data import (build_dataset, collate, eval_loader, prepare_batch, skipped_records,
+                                 train_loader, training_elements)
 from e3relax.engine.evaluator import create_evaluator
 from e3relax.engine.run_dir import prepare_run_dir
 from e3relax.errors import InputError, Interrupted
@@ -219,19 +219,6 @@ def _attach_budget(trainer: Engine, evaluator: Engine, schedule: Mapping[str, An
     return out
 
 
-def _train_elements(config: Mapping[str, Any], train_ds: Any) -> dict[int, list[int]]:
-    """``{Z: [atoms, structures]}`` the model is trained on: this run's training set plus, when it
-    starts from another run's weights (``init_from``), what that run recorded."""
-    counts = element_counts(train_ds)
-    if config.get("init_from"):
-        for z, (atoms, structures) in (load_checkpoint(config["init_from"]).get("train_elements") or {}).items():
-            tot = counts.setdefault(int(z), [0, 0])
-            tot[0] += int(atoms)
-            tot[1] += int(structures)
-    log.info("training elements (atoms): %s", ", ".join(f"Z={z} {v[0]}" for z, v in sorted(counts.items())))
-    return dict(sorted(counts.items()))
-
-
 def _datasets(config: Mapping[str, Any], datasets: Mapping[str, Any] | None):
     datasets, dtype = dict(datasets or {}), resolve_dtype(config["dtype"])
     skip = bool(config["data"]["skip_bad_records"])
@@ -307,8 +294,9 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     if scaler is not None:
         objects["scaler"] = scaler
     ckpt_cfg = config["checkpoint"]
+    info = {"train_elements": training_elements(train_ds, config.get("init_from"))}
     best, full, last = attach_checkpoints(trainer, evaluator, run_dir, config, objects, ckpt_cfg["every_steps"],
-                                          ckpt_cfg["every_minutes"], {"train_elements": _train_elements(config, train_ds)})
+                                          ckpt_cfg["every_minutes"], info)
     tb = _attach_logging(trainer, evaluator, optimizer, config, run_dir) if rank == 0 else None
     _run_hooks(config, trainer, evaluator, {"model": model, "ema_model": ema.ema_model, "optimizer": optimizer,
                                             "sampler": sampler, "config": config, "run_dir": run_dir})
