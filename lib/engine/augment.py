@@ -132,7 +132,7 @@ class AugmentedPairs(Dataset):
             return data
         self.generated += 1
         out = record_to_data(record, dtype=data[keys.POS_U].dtype)
-        return out if set(out.keys()) == set(data.keys()) else _same_fields(out, data)
+        return _same_fields(out, data)
 
 
 def _same_fields(out: Any, data: Any):
