@@ -70,6 +70,10 @@ DEFAULTS: dict[str, Any] = {
         "time_limit_s": None,      # stop (after validating) once the run has used this much time; None: no limit
         "time_clock": "cpu",       # cpu: CPU seconds of the training process | wall: wall-clock seconds
     },
+    "symmetry": {
+        "train": False,            # project every emitted layer onto the input's space group before the loss and at validation
+        "symprec": 0.01,           # spglib tolerance (A) of that projection
+    },
     "ema": {
         "decay": 0.999,            # shadow = decay * shadow + (1 - decay) * weights
         "warmup": True,            # momentum_t = max(1 - decay, (o - 1) / (o + t)): early EMA tracks the weights

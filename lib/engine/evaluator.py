@@ -90,14 +90,16 @@ class RelaxMetrics(Metric):
         return out
 
 
-def create_evaluator(model: Any, device: torch.device, dtype: torch.dtype, amp: str | None = None) -> Engine:
+def create_evaluator(model: Any, device: torch.device, dtype: torch.dtype, amp: str | None = None,
+                     project: Any = None) -> Engine:
     """An Ignite engine running ``model`` without gradients and accumulating :class:`RelaxMetrics`.
 
     ``model`` is a model (its last layer is the prediction) or a predictor with
     ``predict_batch(batch) -> (pos [N,3], cell [B,3,3], extras {name: [B]})``, such as an ensemble
     :class:`~e3relax.predict.Relaxer`. The engine's output per batch is
     ``(pred_pos, pred_cell, batch, extras)``; ``engine.state.metrics`` holds the summaries and
-    ``engine.relax_metrics.rows`` the per-structure values (extras included).
+    ``engine.relax_metrics.rows`` the per-structure values (extras included). ``project(out, batch)``
+    (``symmetry.train``) maps a model's output first.
     """
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "", None)
     predict_batch = getattr(model, "predict_batch", None)
@@ -111,6 +113,8 @@ def create_evaluator(model: Any, device: torch.device, dtype: torch.dtype, amp: 
             else:
                 model.eval()
                 out = model(batch)
+                if project is not None:
+                    out = project(out, batch)
                 pos, cell, extras = out.final_pos, out.final_cell, {}
         return pos.to(dtype), cell.reshape(-1, 3, 3).to(dtype), batch, extras
 

@@ -56,13 +56,14 @@ def seed_everything(seed: int) -> None:
 
 def create_trainer(model: torch.nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer,
                    device: torch.device, dtype: torch.dtype, grad_clip: float | None = None,
-                   amp: str | None = None, scaler: Any = None) -> Engine:
+                   amp: str | None = None, scaler: Any = None, project: Callable | None = None) -> Engine:
     """Trainer engine: one optimiser step per batch on the layer-wise loss, with gradient clipping.
 
     The step output is a dict of floats: ``loss`` (averaged over processes in a distributed run),
     each per-layer term of this process (``pos/0``, ``cell/0``, ...), ``grad_norm`` (before
     clipping, of the all-reduced gradients), ``skipped_step`` (1 when the loss or the gradient norm
     is not finite: the optimiser step is skipped, as a gradient scaler does) and ``num_structures``.
+    ``project(out, batch)`` (``symmetry.train``) maps the output before the loss.
     """
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "", None)
     use_amp = amp_dtype is not None and device.type == "cuda"
@@ -73,6 +74,8 @@ def create_trainer(model: torch.nn.Module, loss_fn: Callable, optimizer: torch.o
         batch = prepare_batch(batch, device, dtype)
         with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=use_amp):
             out = model(batch)
+            if project is not None:
+                out = project(out, batch)
             total, terms = loss_fn(out, batch)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -279,12 +282,18 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
 
     loss_fn = LOSSES.build(config["loss"]).to(device)
     scaler = torch.amp.GradScaler("cuda") if config["amp"] == "fp16" and device.type == "cuda" else None
-    trainer = create_trainer(model, loss_fn, optimizer, device, dtype, config["optim"]["grad_clip"], config["amp"], scaler)
+    project = None
+    if config["symmetry"]["train"]:
+        from e3relax.engine.symmetry import TrainingSymmetry
+
+        project = TrainingSymmetry(config["symmetry"]["symprec"])
+    trainer = create_trainer(model, loss_fn, optimizer, device, dtype, config["optim"]["grad_clip"], config["amp"],
+                             scaler, project)
     timer = StepTimer(int(config["log"]["every"])).attach(trainer)
     nonfinite = NonFiniteSteps(config["optim"]["max_nonfinite_steps"], run_dir if rank == 0 else None,
                                model).attach(trainer)
     ema = attach_ema(trainer, model, config["ema"])
-    evaluator = create_evaluator(ema.ema_model, device, dtype, config["amp"])
+    evaluator = create_evaluator(ema.ema_model, device, dtype, config["amp"], project)
     objects: dict[str, Any] = {"model": model, "ema_model": ema.ema_model, "optimizer": optimizer, "trainer": trainer}
     objects.update(_attach_validation(trainer, evaluator, optimizer, val_ds, config))
     objects.update(_attach_budget(trainer, evaluator, config["schedule"]))
