@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,18 +37,23 @@ SHARED = ROOT.parent / "shared" / "data"
 WORK = ROOT / "runs" / "pretrained"
 OUT = ROOT / "lib" / "pretrained"
 
+#: per set: layout, raw data, validation subset, and steps between validations (Sr-Nb-H's 516
+#: training pairs are one epoch every 33 steps, so it is validated more often than the recipe's 250)
 DATASETS = {
-    "pnictides": {"layout": "poscar_pairs", "src": SHARED / "pnictides", "max_val": 200},
-    "srnbh": {"layout": "vasp_dirs", "src": SHARED / "srnbh", "max_val": None},
+    "pnictides": {"layout": "poscar_pairs", "src": SHARED / "pnictides", "max_val": 200, "every": 250},
+    "srnbh": {"layout": "vasp_dirs", "src": SHARED / "srnbh", "max_val": None, "every": 100},
 }
 
 #: the default CPU training recipe every member starts from
 RECIPE = ROOT / "benchmarks" / "configs" / "train_e3relax_cpu.yaml"
 
 
-def run_config(name: str, seed: int, budget_min: float | None = None) -> dict:
+def run_config(name: str, seed: int, budget_min: float | None = None, patience: int | None = None,
+               init_from: str | None = None) -> dict:
     """The ``e3relax train`` config of one ensemble member: the CPU recipe on this dataset
-    (``budget_min`` CPU-minutes; None: the recipe's own time limit)."""
+    (``budget_min`` CPU-minutes, the cap; None: the recipe's own time limit), stopped early after
+    ``patience`` validations without improvement (None: the recipe's), optionally starting from the
+    EMA weights of ``init_from`` (a member trained before, when its run folder is gone)."""
     import yaml
 
     cfg = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
@@ -57,9 +61,13 @@ def run_config(name: str, seed: int, budget_min: float | None = None) -> dict:
     cfg.update(run_dir=str(WORK / f"{name}_s{seed}"), seed=seed, device="cpu")
     cfg["data"].update(train=str(data / "train.lmdb"), val=str(data / "val.lmdb"),
                        max_val_structures=DATASETS[name]["max_val"])
-    cfg["schedule"]["time_clock"] = "cpu"
+    cfg["schedule"].update(time_clock="cpu", epoch_length=DATASETS[name]["every"])
     if budget_min is not None:
         cfg["schedule"]["time_limit_s"] = budget_min * 60
+    if patience is not None:
+        cfg["schedule"]["early_stop_patience"] = patience
+    if init_from:
+        cfg["init_from"] = str(init_from)
     cfg["log"] = {**cfg.get("log", {}), "progress_bar": False, "tensorboard": False, "figures": False}
     return cfg
 
@@ -79,17 +87,30 @@ def convert(name: str) -> Path:
     return out
 
 
-def train(name: str, seed: int, budget_min: float | None) -> Path:
+def train(name: str, seed: int, budget_min: float | None, patience: int | None = None,
+          init_from: str | None = None, resume: bool = False) -> Path:
+    """Train one member; ``resume`` continues its run folder from ``last.pt``. The run's summary
+    (validation history, CPU time, plateau verdict) is written to ``RUN/trained.json``."""
     import yaml
 
+    from e3relax.benchmark.runner import convergence
+    from e3relax.engine.trainer import train as engine_train
+
     convert(name)
-    cfg = run_config(name, seed, budget_min)
+    cfg = run_config(name, seed, budget_min, patience, init_from)
     run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = run_dir / "run.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    e3relax("train", "--config", str(cfg_path), env=env)
+    (run_dir / "run.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    from e3relax.engine.config import resolve_config
+
+    summary = engine_train(resolve_config(cfg), resume=resume)
+    record = {k: summary.get(k) for k in ("iteration", "val_history", "val_records", "time_used_s", "time_limit_hit",
+                                          "best_val_pooled_mae_pos", "structures_per_cpu_s",
+                                          "skipped_nonfinite_steps")}
+    record.update(convergence([(it, v) for it, v in summary.get("val_history") or []]),
+                  budget_min=budget_min, init_from=init_from, resumed=resume)
+    (run_dir / "trained.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps({k: record[k] for k in ("iteration", "time_used_s", "best_val", "converged")}), flush=True)
     return run_dir
 
 
@@ -235,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("name", choices=sorted(DATASETS))
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--budget-min", type=float, default=None, help="CPU-minutes per member; default: the recipe's")
+    t.add_argument("--patience", type=int, default=None,
+                   help="stop after this many validations without improvement; default: the recipe's")
+    t.add_argument("--init-from", default=None, help="start from these weights (a shipped member)")
+    t.add_argument("--resume", action="store_true", help="continue the member's run folder from last.pt")
     t.add_argument("--no-export", action="store_true", help="only train (export later)")
     e = sub.add_parser("export", help="evaluate and export a trained member")
     e.add_argument("name", choices=sorted(DATASETS))
@@ -243,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--budget-min", type=float, default=None, help="the members' budget (for the model card)")
     args = p.parse_args(argv)
     if args.cmd == "train":
-        train(args.name, args.seed, args.budget_min)
+        train(args.name, args.seed, args.budget_min, args.patience, args.init_from, args.resume)
         if not args.no_export:
             evaluate(args.name, args.seed)
             export(args.name, args.seed)
