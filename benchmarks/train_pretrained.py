@@ -136,79 +136,22 @@ def export(name: str, seed: int) -> Path:
     return dst
 
 
-def _metric_table(summary: dict) -> list[str]:
-    rows = ["| metric (test split, mean over structures; A, A^2, A^3, degrees) | E3Relax | Dummy |", "|---|---|---|"]
-    first = ["mae_pos", "shape_dev", "mae_vol", "pooled_mae_pos", "abc_mae", "angle_mae"]
-    for k in sorted(summary["model"], key=lambda m: (first.index(m) if m in first else len(first), m)):
-        v = summary["model"][k]
-        d = summary["dummy"].get(k)
-        if isinstance(v, float) and d is not None:
-            rows.append(f"| {k} | {v:.4f} | {d:.4f} |")
-    return rows
-
-
-def _member_budget(name: str, seed: int) -> str:
-    log_file = WORK / f"train_{name}_s{seed}.log"
-    its = [line.split("iteration ")[1].split(":")[0] for line in log_file.read_text().splitlines()
-           if "val coord MAE" in line] if log_file.exists() else []
-    return f"{its[-1]} optimiser steps" if its else "unknown steps"
-
-
-def card(name: str, members: list[Path], evals: list[dict], ens: dict, quality: dict,
-         budget_min: float | None) -> str:
-    """Model card text of one pretrained name."""
-    rep = json.loads((WORK / "data" / name / "report.json").read_text())
-    c = rep["counts"]
-    from e3relax.engine.checkpoint import load_checkpoint
-
-    cfg = load_checkpoint(members[0])["config"]  # what the members were trained with
-    if budget_min is None:
-        limit = cfg["schedule"].get("time_limit_s")
-        if not limit:
-            raise SystemExit(f"{members[0]} does not record its time budget; pass finalize --budget-min")
-        budget_min = limit / 60
-    lines = [
-        f"# Pretrained E3Relax: `{name}`", "",
-        f"- **Data**: `{DATASETS[name]['layout']}` layout of the public `{name}` DFT relaxation set "
-        f"({c['items']} items, {c['converted']} valid pairs; skipped: {c['by_reason']}).",
-        f"- **Split**: seeded id-hash split 80:10:10 (`e3relax data convert --seed 0`): train {c['splits']['train']}, "
-        f"val {c['splits']['val']}, test {c['splits']['test']} (held out; metrics below).",
-        f"- **Model**: `{json.dumps(cfg['model'])}`, float32, EMA weights; graph `{rep['settings']['graph']}`.",
-        f"- **Training**: `OMP_NUM_THREADS=1 python benchmarks/train_pretrained.py train {name} --seed S "
-        f"--budget-min {budget_min:g}` for S in {list(range(len(members)))}: `e3relax train` with lr "
-        f"{cfg['optim']['lr']} ({cfg['schedule'].get('lr_schedule', 'plateau')} schedule), batch {cfg['data']['batch_size']}, evaluation every "
-        f"{cfg['schedule']['epoch_length']} steps, stopped after {budget_min:g} min of CPU time on one "
-        "core (" + ", ".join(_member_budget(name, i) for i in range(len(members))) + ").",
-        "- **Files**: " + ", ".join(f"`{m.name}` ({m.stat().st_size / 1e6:.2f} MB)" for m in members), "",
-        "A short CPU budget: these checkpoints are a working starting point (and a base for fine-tuning), "
-        "not a converged model.", "",
-    ]
-    for i, ev in enumerate(evals):
-        lines += [f"## Member s{i}: `e3relax evaluate` on the test split", ""] + _metric_table(ev) + [""]
-    lines += [
-        "## Ensemble (mean of the members) and its uncertainty, test split", "",
-        f"- coordinate MAE {ens['mae_pos']:.4f} A (Dummy {ens['dummy_mae_pos']:.4f} A), "
-        f"volume MAE {ens['mae_vol']:.3f} A^3 (Dummy {ens['dummy_mae_vol']:.3f} A^3), {ens['num']} structures",
-        f"- uncertainty (RMS spread of the members' positions) vs actual coordinate MAE: Spearman "
-        f"{quality['spearman']:.3f}; flagging the 10% most uncertain catches {quality['recall_worst']:.0%} of the "
-        f"10% worst predictions (random: 10%)",
-        f"- flag threshold (90th percentile of the validation uncertainty): {quality['threshold']:.4f} A; "
-        f"it flags {quality['thr_flagged_fraction']:.0%} of test structures and {quality['thr_recall_worst']:.0%} "
-        "of the 10% worst",
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def pretrained_index_file() -> dict:
     path = OUT / "index.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def finalize(budget_min: float | None = None) -> None:
-    """Uncertainty thresholds into the members, ensemble scores, model cards and ``index.json``."""
+    """Uncertainty thresholds into the members, ensemble scores, learning curves, model cards and
+    ``index.json``."""
     import numpy as np
     import torch
 
+    from pretrained_card import COLUMNS, card, member_record
+
+    from e3relax.benchmark.timed_runs import plot_curves, reference_lines
+    from e3relax.datasets.reader import LmdbDataset
+    from e3relax.engine.checkpoint import load_checkpoint
     from e3relax.predict import Relaxer
     from e3relax.predict.uncertainty import score_relaxer, uncertainty_quality
 
@@ -229,21 +172,39 @@ def finalize(budget_min: float | None = None) -> None:
                 torch.save(ck, m)
         test = score_relaxer(relaxer, data / "test.lmdb")
         np.savez(WORK / f"{name}_ensemble_test.npz", **{k: v for k, v in test.items() if k != "id"})
-        ens = {k: float(np.mean(test[k])) for k in ("mae_pos", "dummy_mae_pos", "mae_vol", "dummy_mae_vol")}
-        ens["num"] = int(len(test["mae_pos"]))
+        ens = {k: float(np.mean(test[k])) for k, _, _ in COLUMNS}
         quality = {"spearman": float("nan"), "recall_worst": float("nan"), "threshold": threshold,
                    "thr_flagged_fraction": float("nan"), "thr_recall_worst": float("nan")}
         if len(members) > 1:
             quality.update(uncertainty_quality(test["uncertainty"], test["mae_pos"]))
             q = uncertainty_quality(test["uncertainty"], test["mae_pos"], threshold=threshold)
             quality["thr_flagged_fraction"], quality["thr_recall_worst"] = q["flagged_fraction"], q["recall_worst"]
-        evals = [json.loads((WORK / m.stem / "eval_test" / "summary.json").read_text()) for m in members]
-        (OUT / f"{name}.md").write_text(card(name, members, evals, ens, quality, budget_min))
-        (WORK / f"{name}_report.json").write_text(json.dumps({"ensemble": ens, "quality": quality}, indent=2))
+        records = [member_record(WORK / m.stem) for m in members]
+        member_tests = {m.stem: json.loads((WORK / m.stem / "eval_test" / "summary.json").read_text())["model"]
+                        for m in members}
+        references = reference_lines(data, None, split="test")
+        figure = None
+        curves = {m.stem: r["val_records"] for m, r in zip(members, records) if r.get("val_records")}
+        if curves:
+            figure = f"{name}_curves.png"
+            plot_curves(curves, reference_lines(data, DATASETS[name]["max_val"]), OUT / figure,
+                        f"{name}: validation of each member (CPU recipe, one thread)")
+        config = load_checkpoint(members[0])["config"]  # what the members were trained with
+        command = (f"OMP_NUM_THREADS=1 python benchmarks/train_pretrained.py train {name} --seed S"
+                   + (f" --budget-min {budget_min:g}" if budget_min else ""))
+        text = card(name, report=json.loads((data / "report.json").read_text()), layout=DATASETS[name]["layout"],
+                    config=config, graph=LmdbDataset(data / "train.lmdb").metadata["graph"], members=members,
+                    records=records, member_tests=member_tests, ensemble=ens, references=references,
+                    quality=quality, figure=figure, command=command)
+        (OUT / f"{name}.md").write_text(text)
+        (WORK / f"{name}_report.json").write_text(json.dumps({"ensemble": ens, "quality": quality,
+                                                              "references": references}, indent=2))
         index[name] = {"members": [m.name for m in members], "card": f"{name}.md",
                        "description": f"E3Relax ({len(members)}-member ensemble) trained on the {name} DFT set",
                        "metrics": {"test coord MAE (A), ensemble": round(ens["mae_pos"], 4),
-                                   "test coord MAE (A), Dummy": round(ens["dummy_mae_pos"], 4),
+                                   "test coord MAE (A), Dummy": round(references["Dummy"]["mae_pos"], 4),
+                                   "test volume MAE (A^3), ensemble": round(ens["mae_vol"], 3),
+                                   "test volume MAE (A^3), Dummy": round(references["Dummy"]["mae_vol"], 3),
                                    "uncertainty Spearman vs error": round(quality["spearman"], 3)}}
         print(json.dumps(index[name], indent=2))
     (OUT / "index.json").write_text(json.dumps(index, indent=2) + "\n")
