@@ -40,6 +40,8 @@ NOT_RUN = [
     (r"first_result.py", "a measurement (a dozen fresh processes); run by hand"),
     (r"symmetry_effect.py", "a measurement on a converted test split (minutes); needs runs/pretrained/data"),
     (r"train_throughput.py", "a training-throughput measurement (minutes)"),
+    (r"hybrid_chgnet.py", "CHGNet + FIRE twice on 50 test structures (CPU-minutes); tests/test_hybrid_summary.py checks its summary"),
+    (r"symmetry_training.py", "two 15-CPU-minute trainings on real data; tests/test_symmetry_train.py checks the projection"),
     (r"cpu_recipes.py|time_to_accuracy.py|baseline_init.py|data_variants.py",
      "measurements of 45-90 CPU-minutes on real data; tests/test_timed_runs.py checks their pieces"),
     (r"ft.yaml|ft_mydata|new_structures/|^(run_dir|model|data|optim|schedule):|^EOF$",
