@@ -52,6 +52,7 @@ def _fingerprint(importer: Importer, layout: str, s: ConvertSettings, chunk_size
     return json.loads(json.dumps({
         "format_version": FORMAT_VERSION, "layout": layout, "importer": _importer_options(importer),
         "graph": graph_params(s.graph), "ratio": s.ratio, "seed": s.seed, "keep_frame": s.keep_frame,
+        "canonical_frame": s.canonical_frame,
         "thresholds": dataclasses.asdict(s.thresholds) if s.thresholds else None,
         "chunk_size": chunk_size, "limit": limit,
     }, default=str))
@@ -205,7 +206,7 @@ def element_totals(entries: list[dict]) -> dict[str, list[int]]:
 def convert(importer: Importer, out: str | Path, *, layout: str, graph: Any = None, workers: int = 1,
             split_ratio: str = "8:1:1", seed: int = 0, keep_frame: bool = False, thresholds: Any = None,
             chunk_size: int = 1024, limit: int | None = None, overwrite: bool = False,
-            progress: bool = True) -> dict:
+            progress: bool = True, canonical_frame: float | None = None) -> dict:
     """Convert every item of ``importer`` into ``out/<split>.lmdb`` folders and ``out/report.json``.
 
     Args:
@@ -222,6 +223,9 @@ def convert(importer: Importer, out: str | Path, *, layout: str, graph: Any = No
         limit: convert only the first ``limit`` items.
         overwrite: replace a finished conversion in ``out``.
         progress: show a progress bar.
+        canonical_frame: put every pair into the frame ``predict`` uses (primitive cell, reduced
+            basis, atom 0 at the origin) at this symprec (A), so a model trains on the inputs it
+            will be given; None: each structure's own frame.
 
     Returns:
         The report (also saved as ``out/report.json``).
@@ -229,7 +233,8 @@ def convert(importer: Importer, out: str | Path, *, layout: str, graph: Any = No
     out = Path(out)
     settings = ConvertSettings(graph=graph if graph is not None else {"name": "periodic_multi_edge"},
                                ratio=parse_ratio(split_ratio), seed=int(seed), keep_frame=bool(keep_frame),
-                               thresholds=thresholds)
+                               thresholds=thresholds, canonical_frame=None if canonical_frame is None
+                               else float(canonical_frame))
     fingerprint = _fingerprint(importer, layout, settings, chunk_size, limit)
     partial = _prepare(out, fingerprint, overwrite)
     done = _load_chunks(partial)
@@ -240,7 +245,7 @@ def convert(importer: Importer, out: str | Path, *, layout: str, graph: Any = No
     split_names = [s for s in SPLIT_NAMES if s in settings.ratio] + sorted(seen_splits - set(SPLIT_NAMES))
     split_names += [s for s in SPLIT_NAMES if s in seen_splits and s not in split_names]
     source = {"layout": layout, "src": str(importer.src), "importer": fingerprint["importer"],
-              "keep_frame": settings.keep_frame, "split_ratio": settings.ratio, "seed": settings.seed}
+              "keep_frame": settings.keep_frame, "canonical_frame": settings.canonical_frame, "split_ratio": settings.ratio, "seed": settings.seed}
     common = {"graph": fingerprint["graph"], "source": source}
     _assemble(out, partial, done, split_names, common)
     report = build_report(done, fingerprint, source, split_names, processed, seconds, workers)

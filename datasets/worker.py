@@ -36,6 +36,8 @@ class ConvertSettings:
         seed: seed of the id-hash split.
         keep_frame: keep the raw frame of relaxed structures (no rigid-rotation removal).
         thresholds: ``ValidationThresholds`` or None for the defaults.
+        canonical_frame: symprec (A) of the canonical frame every pair is put into (the frame
+            ``predict`` uses); None: each structure's own frame.
     """
 
     graph: Any
@@ -43,6 +45,7 @@ class ConvertSettings:
     seed: int = 0
     keep_frame: bool = False
     thresholds: Any = None
+    canonical_frame: float | None = None
 
 
 def build_graph(spec: Any):
@@ -153,7 +156,8 @@ def _frame_results(i: int, item: RawPair, settings: ConvertSettings) -> list[dic
         fid = f"{item.id}:frame{k:03d}"
         try:
             record, warnings = make_record(frame, item.relaxed, fid, _STATE["graph"], energy=item.energy,
-                                           keep_frame=settings.keep_frame, thresholds=settings.thresholds)
+                                           keep_frame=settings.keep_frame, thresholds=settings.thresholds,
+                                           canonical=settings.canonical_frame)
             record[keys.PARENT] = str(item.id)
             data = encode_record(record)
         except PairValidationError as exc:
@@ -195,7 +199,7 @@ def process(job: tuple[int, Any]) -> list[dict]:
     try:
         record, warnings = make_record(item.unrelaxed, item.relaxed, item.id, _STATE["graph"], energy=item.energy,
                                        trajectory=item.trajectory, keep_frame=settings.keep_frame,
-                                       thresholds=settings.thresholds)
+                                       thresholds=settings.thresholds, canonical=settings.canonical_frame)
         data = encode_record(record)
     except PairValidationError as exc:
         return [_skip(i, item.id, exc.code, exc.reason, item.source)]

@@ -125,6 +125,7 @@ def make_record(
     trajectory: Any | None = None,
     keep_frame: bool = False,
     thresholds: ValidationThresholds | None = None,
+    canonical: float | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Validate a structure pair and build its graph record.
 
@@ -147,6 +148,10 @@ def make_record(
             fractional lattice vector so that it ends at the POS_R image.
         keep_frame: keep the relaxed structure's raw frame (no rotation removal).
         thresholds: validation limits.
+        canonical: put the pair into the frame ``predict`` uses (primitive cell, reduced basis,
+            atom 0 at the origin; :class:`~e3relax.predict.canonical.CanonicalFrame` at this symprec
+            in A) before anything else, the label and trajectory mapped the same way; None: the
+            structure's own frame.
 
     Returns:
         ``(record, warnings)``; see the module docstring for the record fields.
@@ -160,10 +165,18 @@ def make_record(
     else:
         warnings = validate_pair(unrelaxed, relaxed, sid, thresholds)
     pos_u, cell_u, z, pbc = structure_arrays(unrelaxed)
+    frame = None
+    if canonical is not None:
+        from e3relax.predict.canonical import CanonicalFrame
+
+        frame = CanonicalFrame.from_structure(pos_u, cell_u, z, pbc, float(canonical))
+        pos_u, cell_u, z = frame.positions, frame.cell, frame.numbers
     rec: dict[str, Any] = {keys.POS_U: pos_u, keys.CELL_U: cell_u, keys.Z: z, keys.PBC: pbc, keys.ID: sid}
     angle = 0.0
     if relaxed is not None:
         pos_r, cell_r, _, _ = structure_arrays(relaxed)
+        if frame is not None:
+            pos_r, cell_r = frame.to_frame(pos_r, cell_r)
         pos_r, rec[keys.CELL_R], angle = _derotate(cell_u, pos_r, cell_r, keep_frame, sid)
         rec[keys.POS_R] = unwrap_positions(pos_u, pos_r, rec[keys.CELL_R], pbc)
     rec[keys.ROTATION_REMOVED] = float(angle)
@@ -171,9 +184,12 @@ def make_record(
     rec[keys.EDGE_INDEX], rec[keys.CELL_OFFSETS], rec[keys.EDGE_TYPE] = g.edge_index, g.cell_offsets, g.edge_type
     if energy is not None:
         rec[keys.ENERGY] = float(energy)
-    rec.update(_tags_and_fixed(unrelaxed, len(z)))
+    extra = _tags_and_fixed(unrelaxed, len(frame.index) if frame is not None else len(z))
+    rec.update({k: v[frame.representatives] for k, v in extra.items()} if frame is not None else extra)
     if trajectory is not None:
-        tpos, tcell = _trajectory_arrays(trajectory, z, sid)
+        tpos, tcell = _trajectory_arrays(trajectory, structure_arrays(unrelaxed)[2], sid)
+        if frame is not None:
+            tpos, tcell = (np.stack(a) for a in zip(*(frame.to_frame(p, c) for p, c in zip(tpos, tcell))))
         frames = [_derotate(cell_u, p, c, keep_frame, sid) for p, c in zip(tpos, tcell)]
         tcell = np.stack([f[1] for f in frames])
         path = _trajectory_path(pos_u, np.stack([f[0] for f in frames]), tcell, pbc, rec.get(keys.POS_R))

@@ -43,6 +43,9 @@ def _add_convert(sub) -> None:
     p.add_argument("--split-ratio", default="8:1:1", help="train:val:test for items without a published split")
     p.add_argument("--seed", type=int, default=0, help="seed of the id-hash split")
     p.add_argument("--keep-frame", action="store_true", help="keep the relaxed raw frame (no rigid-rotation removal)")
+    p.add_argument("--canonical-frame", nargs="?", type=float, const=0.01, default=None, metavar="SYMPREC",
+                   help="put every pair into the frame predict uses (primitive cell, reduced basis, atom 0 at the "
+                        "origin; spglib symprec in A, default 0.01)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow importers that unpickle (legacy LMDBs, MPF pickles); only for trusted files")
     p.add_argument("--opt", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="importer option")
@@ -86,7 +89,8 @@ def run_convert(args: argparse.Namespace) -> int:
         report = convert(importer, args.out, layout=args.layout, graph=graph, workers=args.workers,
                          split_ratio=args.split_ratio, seed=args.seed, keep_frame=args.keep_frame,
                          thresholds=_thresholds(args), chunk_size=args.chunk_size, limit=args.limit,
-                         overwrite=args.overwrite, progress=not args.no_progress)
+                         overwrite=args.overwrite, progress=not args.no_progress,
+                         canonical_frame=args.canonical_frame)
     except (FileExistsError, ValueError, RegistryError) as exc:
         raise InputError(str(exc)) from exc
     print(format_summary(report, args.out))

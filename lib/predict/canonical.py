@@ -211,6 +211,25 @@ class CanonicalFrame:
             return pos, cell
         return pos[self.index] + self.shift @ cell, self.supercell @ cell
 
+    @property
+    def representatives(self) -> np.ndarray:
+        """``[M]``: the first user atom of each canonical atom."""
+        return np.unique(self.index, return_index=True)[1]
+
+    def to_frame(self, pos: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A structure given in the user's basis and atom order (a relaxed label, a trajectory
+        frame) in this frame: the inverse of :meth:`to_user` (exact when the structure keeps the
+        translations the primitive cell drops; else each canonical atom follows its first user atom).
+
+        Shapes:
+            pos: [N, 3], cell: [3, 3] -> ([M, 3], [3, 3]).
+        """
+        if self.identity:
+            return pos, cell
+        red = np.linalg.solve(self.supercell, cell)
+        reps = self.representatives
+        return pos[reps] - self.shift[reps] @ red, red
+
     def values_to_user(self, values: np.ndarray) -> np.ndarray:
         """Per-atom values of the canonical atoms, for each user atom. Shapes: [M, ...] -> [N, ...]."""
         return values if self.identity else values[self.index]
