@@ -46,7 +46,7 @@ setup(
     package_dir=PACKAGE_DIR,
     package_data={
         "e3relax.datasets": ["builtin/*.lmdb", "builtin/*.md", "builtin/*.json", "builtin/*.npz", "builtin/*.gz"],
-        "e3relax": ["pretrained/*.pt", "pretrained/*.md", "pretrained/*.json"],
+        "e3relax": ["pretrained/*.pt", "pretrained/*.md", "pretrained/*.json", "pretrained/*.png"],
     },
     include_package_data=True,
     install_requires=[

@@ -61,6 +61,11 @@ def test_lines(name: str, members: Mapping[str, Mapping[str, float]], ensemble: 
                f"{'met' if ensemble[k] <= goals[k] * dummy[k] else 'missed'} ({ensemble[k] / dummy[k]:.0%})"
                for k, lab, _ in COLUMNS]
         rows += ["", "Goals for the ensemble on this test split: " + "; ".join(met) + "."]
+    prior = references.get("atomic-volume prior")
+    if prior:
+        below = [f"{lab.split(' ')[0]} {'yes' if ensemble[k] < prior[k] else 'no'} ({ensemble[k]:.{d}f} against "
+                 f"{prior[k]:.{d}f})" for k, lab, d in COLUMNS]
+        rows += ["", "Below the atomic-volume prior: " + "; ".join(below) + "."]
     return rows
 
 
@@ -80,7 +85,7 @@ def card(name: str, *, report: Mapping[str, Any], layout: str, config: Mapping[s
         f"- **Model**: `{json.dumps(config['model'])}`, float32, EMA weights; graph `{graph}`.",
         f"- **Recipe**: the CPU recipe (`benchmarks/configs/train_e3relax_cpu.yaml`): lr {config['optim']['lr']} "
         f"({config['schedule'].get('lr_schedule')} over the cap, {config['schedule'].get('warmup_steps')} warmup steps), "
-        f"batch {config['data']['batch_size']}, validation every {config['schedule']['epoch_length']} steps, early stop "
+        f"batch {config.get('data', {}).get('batch_size', '?')}, validation every {config['schedule']['epoch_length']} steps, early stop "
         f"after {config['schedule'].get('early_stop_patience')} validations without improvement.",
         f"- **Training**: `{command}`; one CPU thread per member, no GPU; {hours:.2f} CPU-hours in all.",
         "- **Files**: " + ", ".join(f"`{m.name}` ({m.stat().st_size / 1e6:.2f} MB)" for m in members), "",

@@ -141,12 +141,12 @@ def pretrained_index_file() -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def finalize(budget_min: float | None = None) -> None:
+def finalize(budget_min: float | None = None, names: list[str] | None = None) -> None:
     """Uncertainty thresholds into the members, ensemble scores, learning curves, model cards and
     ``index.json``."""
     import numpy as np
     import torch
-
+    import yaml
     from pretrained_card import COLUMNS, card, member_record
 
     from e3relax.benchmark.timed_runs import plot_curves, reference_lines
@@ -156,7 +156,7 @@ def finalize(budget_min: float | None = None) -> None:
     from e3relax.predict.uncertainty import score_relaxer, uncertainty_quality
 
     index = pretrained_index_file()
-    for name in DATASETS:
+    for name in names or DATASETS:
         members = sorted(OUT.glob(f"{name}_s*.pt"))
         if not members:
             continue
@@ -189,7 +189,8 @@ def finalize(budget_min: float | None = None) -> None:
             figure = f"{name}_curves.png"
             plot_curves(curves, reference_lines(data, DATASETS[name]["max_val"]), OUT / figure,
                         f"{name}: validation of each member (CPU recipe, one thread)")
-        config = load_checkpoint(members[0])["config"]  # what the members were trained with
+        run_yaml = WORK / members[0].stem / "run.yaml"  # what the members were trained with
+        config = yaml.safe_load(run_yaml.read_text()) if run_yaml.exists() else load_checkpoint(members[0])["config"]
         command = (f"OMP_NUM_THREADS=1 python benchmarks/train_pretrained.py train {name} --seed S"
                    + (f" --budget-min {budget_min:g}" if budget_min else ""))
         text = card(name, report=json.loads((data / "report.json").read_text()), layout=DATASETS[name]["layout"],
@@ -227,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--seed", type=int, default=0)
     f = sub.add_parser("finalize", help="write index.json and the model cards")
     f.add_argument("--budget-min", type=float, default=None, help="the members' budget (for the model card)")
+    f.add_argument("names", nargs="*", metavar="NAME",
+                   help=f"only these sets, of {', '.join(sorted(DATASETS))} (default: every set with members)")
     args = p.parse_args(argv)
     if args.cmd == "train":
         train(args.name, args.seed, args.budget_min, args.patience, args.init_from, args.resume)
@@ -237,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         evaluate(args.name, args.seed)
         export(args.name, args.seed)
     else:
-        finalize(args.budget_min)
+        unknown = sorted(set(args.names) - set(DATASETS))
+        if unknown:
+            p.error(f"finalize: unknown set(s) {', '.join(unknown)}; choose from {', '.join(sorted(DATASETS))}")
+        finalize(args.budget_min, args.names or None)
     return 0
 
 

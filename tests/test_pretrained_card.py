@@ -19,12 +19,14 @@ def test_ratios_and_goal_verdicts_follow_the_numbers():
     rows = card.test_lines("srnbh", {"srnbh_s0": ens}, ens, REFS)
     ensemble = next(r for r in rows if r.startswith("| ensemble"))
     assert "0.4500 | 0.75" in ensemble and "13.00 | 0.65" in ensemble and "10.00 | 0.50" in ensemble
-    verdict = rows[-1]
+    verdict = rows[-3]
     # srnbh goals: coordinates <= 80%, shape and volume <= 60% of the Dummy's
     assert "coordinates at most 80% of the Dummy's: met (75%)" in verdict
     assert "shape at most 60% of the Dummy's: missed (65%)" in verdict
     assert "volume at most 60% of the Dummy's: met (50%)" in verdict
     assert any(r.startswith("| atomic-volume prior | 0.5800 | 0.97") for r in rows)
+    assert rows[-1] == ("Below the atomic-volume prior: coordinates yes (0.4500 against 0.5800); shape yes "
+                        "(13.00 against 18.00); volume no (10.00 against 7.00).")
 
 
 def test_training_rows_say_why_each_member_stopped():
