@@ -72,7 +72,7 @@ def test_lines(name: str, members: Mapping[str, Mapping[str, float]], ensemble: 
 def card(name: str, *, report: Mapping[str, Any], layout: str, config: Mapping[str, Any], graph: Any,
          members: Sequence[Path], records: Sequence[Mapping[str, Any]], member_tests: Mapping[str, Mapping[str, float]],
          ensemble: Mapping[str, float], references: Mapping[str, Mapping[str, float]],
-         quality: Mapping[str, float], figure: str | None, command: str) -> str:
+         quality: Mapping[str, float], figure: str | None, command: str, frame: str = "canonical") -> str:
     """The card's markdown."""
     c = report["counts"]
     hours = sum((r.get("time_used_s") or 0) for r in records) / 3600
@@ -94,7 +94,8 @@ def card(name: str, *, report: Mapping[str, Any], layout: str, config: Mapping[s
     if figure:
         lines += [f"![validation curves of the members]({figure})", ""]
     lines += ["## Test split: members, ensemble and references", "",
-              "Means over structures, through `e3relax evaluate` (canonical frame and symmetry projection on); "
+              "Means over structures, through `e3relax evaluate` with the settings `predict` uses (symmetry "
+              f"projection on; frame: {'the canonical one' if frame == 'canonical' else 'the datasets' own cells, as trained'}); "
               "the prior is the input scaled to the atomic-volume fit of the training split.", "",
               *test_lines(name, member_tests, ensemble, references), "",
               "## Uncertainty of the ensemble (test split)", ""]

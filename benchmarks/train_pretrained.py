@@ -115,9 +115,10 @@ def train(name: str, seed: int, budget_min: float | None, patience: int | None =
 
 
 def evaluate(name: str, seed: int) -> Path:
+    """Score the exported member (what ships, with its recorded training frame) on the test split."""
     run_dir = WORK / f"{name}_s{seed}"
     out = run_dir / "eval_test"
-    e3relax("evaluate", "--checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--data",
+    e3relax("evaluate", "--checkpoint", str(OUT / f"{name}_s{seed}.pt"), "--data",
             str(WORK / "data" / name / "test.lmdb"), "--out", str(out), "--device", "cpu")
     return out
 
@@ -196,7 +197,8 @@ def finalize(budget_min: float | None = None, names: list[str] | None = None) ->
         text = card(name, report=json.loads((data / "report.json").read_text()), layout=DATASETS[name]["layout"],
                     config=config, graph=LmdbDataset(data / "train.lmdb").metadata["graph"], members=members,
                     records=records, member_tests=member_tests, ensemble=ens, references=references,
-                    quality=quality, figure=figure, command=command)
+                    quality=quality, figure=figure, command=command,
+                    frame=(load_checkpoint(members[0]).get("predict") or {}).get("frame", "canonical"))
         (OUT / f"{name}.md").write_text(text)
         (WORK / f"{name}_report.json").write_text(json.dumps({"ensemble": ens, "quality": quality,
                                                               "references": references}, indent=2))
@@ -234,11 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "train":
         train(args.name, args.seed, args.budget_min, args.patience, args.init_from, args.resume)
         if not args.no_export:
-            evaluate(args.name, args.seed)
             export(args.name, args.seed)
+            evaluate(args.name, args.seed)
     elif args.cmd == "export":
-        evaluate(args.name, args.seed)
         export(args.name, args.seed)
+        evaluate(args.name, args.seed)
     else:
         unknown = sorted(set(args.names) - set(DATASETS))
         if unknown:

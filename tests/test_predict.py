@@ -205,3 +205,34 @@ def test_pair_distances_match_ase_brute_force():
         np.testing.assert_allclose(np.sort(_pair_distances(pos, cell, pbc, 4.5)[2]), np.sort(ref), atol=1e-9)
     cu = bulk("Cu", "fcc", a=3.6)
     assert min_distance(cu.positions, cu.cell.array, cu.pbc) == pytest.approx(3.6 / np.sqrt(2))
+
+
+def test_the_prediction_frame_follows_the_training_frame(ckpts, tmp_path):
+    """A checkpoint trained on pairs in their datasets' cells predicts in the user's cell by default;
+    one trained in the canonical frame (or that does not say) in the canonical frame; an explicit
+    choice wins, on the API and on the command line."""
+    from e3relax.cli.main import main
+
+    dataset = export_slim(ckpts[1], tmp_path / "ds.pt", predict={"frame": "dataset"})
+    canon = export_slim(ckpts[1], tmp_path / "can.pt", predict={"frame": "canonical"})
+    assert Relaxer.from_checkpoint(dataset).frames.canonical is False
+    assert Relaxer.from_checkpoint(canon).frames.canonical is True
+    assert Relaxer.from_checkpoint(ckpts[1]).frames.canonical is True  # a run checkpoint says nothing
+    assert Relaxer.from_checkpoint(dataset, canonical=True).frames.canonical is True
+    a = structures()[2]  # a 2x1x1 supercell: the canonical frame predicts its 1-atom primitive cell
+    plain = Relaxer.from_checkpoint(dataset).relax(a)["final_structure"].positions
+    np.testing.assert_array_equal(plain, Relaxer.from_checkpoint(ckpts[1], canonical=False).relax(a)["final_structure"]
+                                  .positions)
+    import argparse
+
+    from e3relax.cli.predict import add_frame_arguments, frame_options
+
+    parser = argparse.ArgumentParser()
+    add_frame_arguments(parser)
+    for flag, want in (([], None), (["--canonical-cell"], True), (["--no-canonical-cell"], False)):
+        assert frame_options(parser.parse_args(flag))["canonical"] is want
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--canonical-cell", "--no-canonical-cell"])
+    a.write(tmp_path / "cu.cif")
+    assert main(["predict", str(tmp_path / "cu.cif"), "--checkpoint", str(dataset), "--out", str(tmp_path / "o"),
+                 "--no-progress", "--canonical-cell"]) == 0

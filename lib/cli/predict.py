@@ -60,8 +60,12 @@ def add_frame_arguments(p: argparse.ArgumentParser) -> None:
     """``--no-symmetry``, ``--no-canonical-cell`` and ``--symprec`` (shared by predict and evaluate)."""
     p.add_argument("--no-symmetry", action="store_true",
                    help="do not project the prediction onto the input's space-group operations")
-    p.add_argument("--no-canonical-cell", action="store_true",
-                   help="predict in the input's own cell, not in its reduced primitive cell")
+    cell = p.add_mutually_exclusive_group()
+    cell.add_argument("--no-canonical-cell", dest="canonical_cell", action="store_false", default=None,
+                      help="predict in the input's own cell, not in its reduced primitive cell")
+    cell.add_argument("--canonical-cell", dest="canonical_cell", action="store_true",
+                      help="predict in the reduced primitive cell even when the checkpoint was trained in its "
+                           "datasets' own cells (default: the frame the checkpoint was trained in)")
     p.add_argument("--symprec", type=float, default=0.01,
                    help="spglib tolerance (A) for the operations and the primitive cell; default 0.01")
 
@@ -70,7 +74,7 @@ def frame_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`~e3relax.predict.Relaxer` keywords of :func:`add_frame_arguments`."""
     from e3relax.predict.symmetry import check_symprec
 
-    return {"symmetry": not args.no_symmetry, "canonical": not args.no_canonical_cell,
+    return {"symmetry": not args.no_symmetry, "canonical": args.canonical_cell,
             "symprec": check_symprec(args.symprec, "--symprec")}
 
 

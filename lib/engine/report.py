@@ -58,7 +58,7 @@ def write_report(table: EvalTable, out_dir: str | Path, meta: Mapping[str, Any])
 def evaluate_checkpoint(checkpoint: str | Path, data: Any, out_dir: str | Path, batch_size: int = 16,
                         device: str = "auto", weights: str = "ema", dtype: str | None = None,
                         num_workers: int = 0, skip_bad_records: bool = False, symmetry: bool = True,
-                        canonical: bool = True, symprec: float = 0.01) -> dict[str, Any]:
+                        canonical: bool | None = None, symprec: float = 0.01) -> dict[str, Any]:
     """Load ``checkpoint`` (safely; a file, run folder, pretrained name or ensemble), evaluate it on
     ``data`` (LMDB path or dataset) and write the report.
 
@@ -87,7 +87,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Any, out_dir: str | Path, 
     meta = {"checkpoint": str(checkpoint), "data": str(data) if isinstance(data, (str, Path)) else "dataset",
             "members": relaxer.names, "weights": weights, "device": str(relaxer.device),
             "dtype": str(relaxer.dtype), "skipped_records": skipped_records(dataset),
-            "symmetry": symmetry, "canonical_cell": canonical, "symprec": symprec}
+            "symmetry": symmetry, "canonical_cell": relaxer.frames.canonical, "symprec": symprec}
     paths = write_report(table, out_dir, meta)
     log.info("wrote %s, %s and %s", *paths.values())
     return json.loads(paths["json"].read_text(encoding="utf-8"))

@@ -94,7 +94,9 @@ def graph_spec(ckpt: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def training_statistics(lmdb_path: str | Path, quantiles: tuple[float, float] = (0.001, 0.999)) -> dict[str, Any]:
-    """Volume-ratio range of a labelled LMDB split: ``{"volume_ratio": [lo, hi], "num": n}``."""
+    """Volume-ratio range of a labelled LMDB split and the frame its pairs are in:
+    ``{"volume_ratio": [lo, hi], "num": n, "frame": "canonical" | "dataset"}`` (``canonical``: converted
+    with ``--canonical-frame``, so predictions default to the canonical frame)."""
     from e3relax import keys
     from e3relax.datasets.reader import LmdbDataset
 
@@ -104,8 +106,9 @@ def training_statistics(lmdb_path: str | Path, quantiles: tuple[float, float] = 
         d = ds[i]
         ratios.append(float(torch.linalg.det(d[keys.CELL_R][0].double()) / torch.linalg.det(d[keys.CELL_U][0].double())))
     r = np.asarray(ratios)
+    frame = "canonical" if (ds.metadata.get("source") or {}).get("canonical_frame") is not None else "dataset"
     return {"volume_ratio": [float(np.quantile(r, quantiles[0])), float(np.quantile(r, quantiles[1]))],
-            "volume_ratio_quantiles": list(quantiles), "num": int(len(r))}
+            "volume_ratio_quantiles": list(quantiles), "num": int(len(r)), "frame": frame}
 
 
 def export_slim(src: str | Path, dst: str | Path, *, graph: Mapping[str, Any] | None = None,

@@ -139,7 +139,7 @@ class Relaxer:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | Sequence[str | Path], device: str = "cpu",
                         dtype: torch.dtype | None = None, weights: str = "ema", ensemble: bool = True,
-                        limits: SanityLimits | None = None, symmetry: bool = True, canonical: bool = True,
+                        limits: SanityLimits | None = None, symmetry: bool = True, canonical: bool | None = None,
                         symprec: float = DEFAULT_SYMPREC) -> "Relaxer":
         """Load a checkpoint file, run folder or pretrained name (``e3relax pretrained`` lists them).
 
@@ -150,7 +150,10 @@ class Relaxer:
             weights: ``ema`` (default) or ``model``.
             ensemble: use every member of a pretrained ensemble (False: the first only, faster).
             limits: flag thresholds; default: the checkpoint's recorded training range.
-            symmetry, canonical, symprec: as for :class:`Relaxer`.
+            symmetry, canonical, symprec: as for :class:`Relaxer`; ``canonical=None`` (the default)
+                predicts in the frame the checkpoint was trained in: the user's own frame when its
+                record says ``frame: dataset`` (trained on pairs in their datasets' cells: the
+                canonical frame would show it inputs unlike its training data), else the canonical one.
         """
         from e3relax.device import resolve_device
         from e3relax.engine.checkpoint import load_checkpoint, model_from_checkpoint
@@ -181,6 +184,8 @@ class Relaxer:
             if len(files) > 1 and stats.get("uncertainty_threshold") is not None:
                 limits.uncertainty = float(stats["uncertainty_threshold"])
         elements = None if any(e is None for e in seen) else set.intersection(*(set(map(int, e)) for e in seen))
+        if canonical is None:
+            canonical = stats.get("frame", "canonical") != "dataset"
         return cls(models, graphs[0], limits, device, dt, [str(f) for f in files], symmetry, canonical, symprec,
                    elements)
 
