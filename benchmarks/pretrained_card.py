@@ -75,6 +75,7 @@ def card(name: str, *, report: Mapping[str, Any], layout: str, config: Mapping[s
          quality: Mapping[str, float], figure: str | None, command: str, frame: str = "canonical") -> str:
     """The card's markdown."""
     c = report["counts"]
+    where = "the canonical one" if frame == "canonical" else "the datasets' own cells, as trained"
     hours = sum((r.get("time_used_s") or 0) for r in records) / 3600
     lines = [
         f"# Pretrained E3Relax: `{name}`", "",
@@ -95,7 +96,7 @@ def card(name: str, *, report: Mapping[str, Any], layout: str, config: Mapping[s
         lines += [f"![validation curves of the members]({figure})", ""]
     lines += ["## Test split: members, ensemble and references", "",
               "Means over structures, through `e3relax evaluate` with the settings `predict` uses (symmetry "
-              f"projection on; frame: {'the canonical one' if frame == 'canonical' else 'the datasets' own cells, as trained'}); "
+              f"projection on; frame: {where}); "
               "the prior is the input scaled to the atomic-volume fit of the training split.", "",
               *test_lines(name, member_tests, ensemble, references), "",
               "## Uncertainty of the ensemble (test split)", ""]
