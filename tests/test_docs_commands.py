@@ -29,7 +29,7 @@ NOT_RUN = [
     (r"compare_baselines.py --render", "needs the recorded comparisons above"),
     (r"<|\[--|\bOUT\b", "a template with placeholders"),
     (r"--src \.\./shared/data/\S+ --out (data/pnictides\S*|data/srnbh\S*|results/data/\S+)( --workers 2)?"
-     r"( --(graph-)?opt .*)?$",
+     r"( --(graph-)?opt .*)?( --canonical-frame)?$",
      "a full real-dataset conversion (minutes); the same converter runs with --limit in the training sequence"),
     (r"data convert (xmno|mp|mpf_pickle|c2db|custom|legacy_lmdb|extxyz) ", "needs that dataset (see its section)"),
     (r"data generate", "CHGNet relaxes 320 structures (hours); tests/test_generate.py runs it small"),
