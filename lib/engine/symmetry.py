@@ -43,6 +43,11 @@ class TrainingSymmetry:
         self._cache: OrderedDict[bytes, SymmetryOps] = OrderedDict()
         self.found = 0  # structures analysed (cache misses)
 
+    @classmethod
+    def from_config(cls, symmetry: dict) -> "TrainingSymmetry | None":
+        """The projection a run's ``symmetry`` config asks for (None with ``train: false``)."""
+        return cls(symmetry["symprec"]) if symmetry["train"] else None
+
     def _ops(self, pos: np.ndarray, cell: np.ndarray, numbers: np.ndarray, name: str) -> SymmetryOps:
         key = hashlib.blake2b(b"".join(np.ascontiguousarray(a).tobytes() for a in (numbers, pos, cell)),
                               digest_size=16).digest()

@@ -282,11 +282,9 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
 
     loss_fn = LOSSES.build(config["loss"]).to(device)
     scaler = torch.amp.GradScaler("cuda") if config["amp"] == "fp16" and device.type == "cuda" else None
-    project = None
-    if config["symmetry"]["train"]:
-        from e3relax.engine.symmetry import TrainingSymmetry
+    from e3relax.engine.symmetry import TrainingSymmetry
 
-        project = TrainingSymmetry(config["symmetry"]["symprec"])
+    project = TrainingSymmetry.from_config(config["symmetry"])  # symmetry.train: the projection before the loss
     trainer = create_trainer(model, loss_fn, optimizer, device, dtype, config["optim"]["grad_clip"], config["amp"],
                              scaler, project)
     timer = StepTimer(int(config["log"]["every"])).attach(trainer)
