@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from e3relax.predict.canonical import CanonicalFrame
-from e3relax.predict.symmetry import SymmetryOps, find_operations, project, spglib_dataset
+from e3relax.predict.symmetry import SymmetryOps, find_operations, project_layers, spglib_dataset
 
 __all__ = ["FrameSettings", "Prepared", "prepare"]
 
@@ -66,8 +66,12 @@ class Prepared:
         Shapes:
             pos: [M, 3], cell: [3, 3] -> ([N, 3], [3, 3]).
         """
-        pos, cell = self.frame.to_user(pos, cell)
-        return project(self.ops, self.pos_u, self.cell_u, pos, cell)
+        return self.layers_to_user([pos], [cell])[0]
+
+    def layers_to_user(self, pos: list[np.ndarray], cell: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`to_user` of every predicted layer, projected in one call. Shapes: T x ([M, 3], [3, 3])."""
+        user = [self.frame.to_user(p, c) for p, c in zip(pos, cell)]
+        return project_layers(self.ops, self.pos_u, self.cell_u, [p for p, _ in user], [c for _, c in user])
 
 
 def prepare(atoms: Any, settings: FrameSettings, name: str = "structure") -> Prepared:

@@ -264,7 +264,7 @@ class Relaxer:
         out = []
         for b, prep in enumerate(prepared):
             sl = slice(ptr[b], ptr[b + 1])
-            layers = [prep.to_user(p[sl], c[b]) for p, c in zip(pos, cell)]
+            layers = prep.layers_to_user([p[sl] for p in pos], [c[b] for c in cell])
             out.append(([x for x, _ in layers], [c for _, c in layers],
                         None if spread is None else prep.frame.values_to_user(spread[sl])))
         return out

@@ -39,7 +39,7 @@ import torch
 from e3relax.errors import InputError
 
 __all__ = ["DEFAULT_SYMPREC", "SymmetryOps", "BatchOps", "check_symprec", "spglib_dataset", "find_operations",
-           "spd_sqrt", "project_batch", "symmetric_cell", "project"]
+           "spd_sqrt", "project_batch", "symmetric_cell", "project", "project_layers"]
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,8 @@ def spd_sqrt(a: torch.Tensor, iterations: int = 30) -> torch.Tensor:
     """Square root of symmetric positive (semi)definite matrices by coupled Newton-Schulz
     iterations, scaled by the Frobenius norm so that they converge; differentiable everywhere,
     repeated eigenvalues included. Quadratic convergence: 30 iterations reach float64 round-off
-    for condition numbers up to about 1e4.
+    for condition numbers up to about 1e4; without a gradient to carry it stops once an iteration
+    changes nothing at round-off (a few iterations for the near-identity roots of projection).
 
     Shapes:
         a: [..., 3, 3] -> [..., 3, 3].
@@ -202,9 +203,13 @@ def spd_sqrt(a: torch.Tensor, iterations: int = 30) -> torch.Tensor:
     norm = torch.linalg.matrix_norm(a).clamp_min(torch.finfo(a.dtype).tiny)[..., None, None]
     eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(a)
     y, z = a / norm, eye
+    converged_early = not (torch.is_grad_enabled() and a.requires_grad)  # a differentiated root runs them all
+    tol = 4 * torch.finfo(a.dtype).eps
     for _ in range(iterations):
         t = 0.5 * (3.0 * eye - z @ y)
         y, z = y @ t, t @ z
+        if converged_early and bool((t - eye).abs().max() <= tol):
+            break
     return y * norm.sqrt()
 
 
@@ -242,13 +247,22 @@ def project_batch(ops: BatchOps, pos_u: torch.Tensor, cell_u: torch.Tensor, pos:
     return torch.where(keep[batch, None], pos, pos_sym), torch.where(keep[:, None, None], cell, cell_sym)
 
 
-def _one(ops: SymmetryOps, pos_u: np.ndarray, cell_u: np.ndarray, pos: np.ndarray,
-         cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`project_batch` of one structure, in float64 numpy."""
-    t = functools.partial(torch.as_tensor, dtype=torch.float64)
-    p, c = project_batch(BatchOps.from_ops([ops]), t(pos_u), t(cell_u)[None], t(pos), t(cell)[None],
-                         torch.zeros(len(pos), dtype=torch.long))
-    return p.numpy(), c[0].numpy()
+def project_layers(ops: SymmetryOps, pos_u: np.ndarray, cell_u: np.ndarray, pos: list[np.ndarray],
+                   cell: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`project` of every predicted layer of one structure, in one batched float64 call.
+
+    Shapes:
+        pos_u: [N, 3], cell_u: [3, 3]; pos: T x [N, 3], cell: T x [3, 3] -> T x ([N, 3], [3, 3]).
+    """
+    if ops.trivial:
+        return list(zip(pos, cell))
+    t, n = functools.partial(torch.as_tensor, dtype=torch.float64), len(pos_u)
+    layers = len(pos)
+    p, c = project_batch(BatchOps.from_ops([ops] * layers), t(np.tile(pos_u, (layers, 1))),
+                         t(np.broadcast_to(cell_u, (layers, 3, 3)).copy()), t(np.concatenate(pos)), t(np.stack(cell)),
+                         torch.arange(layers).repeat_interleave(n))
+    p, c = p.numpy(), c.numpy()
+    return [(p[k * n:(k + 1) * n], c[k]) for k in range(layers)]
 
 
 def symmetric_cell(cell: np.ndarray, rotations: np.ndarray, cell_u: np.ndarray) -> np.ndarray:
@@ -274,6 +288,4 @@ def project(ops: SymmetryOps, pos_u: np.ndarray, cell_u: np.ndarray, pos: np.nda
     Shapes:
         pos_u, pos: [N, 3] Cartesian; cell_u, cell: [3, 3] rows -> ([N, 3], [3, 3]).
     """
-    if ops.trivial:
-        return pos, cell
-    return _one(ops, pos_u, cell_u, pos, cell)
+    return project_layers(ops, pos_u, cell_u, [pos], [cell])[0]
