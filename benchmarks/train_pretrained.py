@@ -49,15 +49,16 @@ RECIPE = ROOT / "benchmarks" / "configs" / "train_e3relax_cpu.yaml"
 
 
 def run_config(name: str, seed: int, budget_min: float | None = None, patience: int | None = None,
-               init_from: str | None = None) -> dict:
+               init_from: str | None = None, canonical: bool = False) -> dict:
     """The ``e3relax train`` config of one ensemble member: the CPU recipe on this dataset
     (``budget_min`` CPU-minutes, the cap; None: the recipe's own time limit), stopped early after
     ``patience`` validations without improvement (None: the recipe's), optionally starting from the
-    EMA weights of ``init_from`` (a member trained before, when its run folder is gone)."""
+    EMA weights of ``init_from`` (a member trained before, when its run folder is gone), on pairs
+    in the canonical frame if ``canonical`` (so the member predicts in that frame by default)."""
     import yaml
 
     cfg = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
-    data = WORK / "data" / name
+    data = data_dir(name, canonical)
     cfg.update(run_dir=str(WORK / f"{name}_s{seed}"), seed=seed, device="cpu")
     cfg["data"].update(train=str(data / "train.lmdb"), val=str(data / "val.lmdb"),
                        max_val_structures=DATASETS[name]["max_val"])
@@ -78,26 +79,44 @@ def e3relax(*args: str, env: dict | None = None) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT, env=env)
 
 
-def convert(name: str) -> Path:
-    out = WORK / "data" / name
+def data_dir(name: str, canonical: bool = False) -> Path:
+    """The converted set: pairs in the published cells, or (``canonical``) in the canonical frame."""
+    return WORK / "data" / (f"{name}_canonical" if canonical else name)
+
+
+def convert(name: str, canonical: bool = False) -> Path:
+    out = data_dir(name, canonical)
     if not (out / "report.json").exists():
         spec = DATASETS[name]
         e3relax("data", "convert", spec["layout"], "--src", str(spec["src"]), "--out", str(out), "--seed", "0",
-                "--no-progress")
+                "--no-progress", *(["--canonical-frame"] if canonical else []))
     return out
 
 
+def train_lmdb(name: str, seed: int) -> Path:
+    """The training LMDB a member's run used (its ``run.yaml``), so the exported statistics, graph
+    settings and prediction frame are those it was trained with."""
+    import yaml
+
+    run_yaml = WORK / f"{name}_s{seed}" / "run.yaml"
+    if run_yaml.exists():
+        return Path(yaml.safe_load(run_yaml.read_text())["data"]["train"])
+    return data_dir(name) / "train.lmdb"
+
+
 def train(name: str, seed: int, budget_min: float | None, patience: int | None = None,
-          init_from: str | None = None, resume: bool = False) -> Path:
+          init_from: str | None = None, resume: bool = False, canonical: bool = False) -> Path:
     """Train one member; ``resume`` continues its run folder from ``last.pt``. The run's summary
-    (validation history, CPU time, plateau verdict) is written to ``RUN/trained.json``."""
+    (validation history, CPU time, plateau verdict) is written to ``RUN/trained.json``. Members are
+    always scored on the published pairs (``data/<name>``), whatever frame they train in."""
     import yaml
 
     from e3relax.benchmark.runner import convergence
     from e3relax.engine.trainer import train as engine_train
 
     convert(name)
-    cfg = run_config(name, seed, budget_min, patience, init_from)
+    convert(name, canonical)
+    cfg = run_config(name, seed, budget_min, patience, init_from, canonical)
     run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -108,7 +127,7 @@ def train(name: str, seed: int, budget_min: float | None, patience: int | None =
                                           "best_val_pooled_mae_pos", "structures_per_cpu_s",
                                           "skipped_nonfinite_steps")}
     record.update(convergence([(it, v) for it, v in summary.get("val_history") or []]),
-                  budget_min=budget_min, init_from=init_from, resumed=resume)
+                  budget_min=budget_min, init_from=init_from, resumed=resume, canonical_frame=canonical)
     (run_dir / "trained.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({k: record[k] for k in ("iteration", "time_used_s", "best_val", "converged")}), flush=True)
     return run_dir
@@ -128,9 +147,9 @@ def export(name: str, seed: int) -> Path:
     from e3relax.datasets.reader import LmdbDataset
     from e3relax.predict.pretrained import export_slim, training_statistics
 
-    train_lmdb = WORK / "data" / name / "train.lmdb"
-    stats = training_statistics(train_lmdb)
-    graph = LmdbDataset(train_lmdb).metadata["graph"]
+    lmdb = train_lmdb(name, seed)
+    stats = training_statistics(lmdb)
+    graph = LmdbDataset(lmdb).metadata["graph"]
     dst = export_slim(WORK / f"{name}_s{seed}" / "checkpoints" / "best.pt", OUT / f"{name}_s{seed}.pt",
                       graph=graph, predict=stats)
     print(f"exported {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
@@ -192,10 +211,12 @@ def finalize(budget_min: float | None = None, names: list[str] | None = None) ->
                         f"{name}: validation of each member (CPU recipe, one thread)")
         run_yaml = WORK / members[0].stem / "run.yaml"  # what the members were trained with
         config = yaml.safe_load(run_yaml.read_text()) if run_yaml.exists() else load_checkpoint(members[0])["config"]
+        first_lmdb = train_lmdb(name, int(members[0].stem.rsplit("_s", 1)[1]))
         command = (f"OMP_NUM_THREADS=1 python benchmarks/train_pretrained.py train {name} --seed S"
-                   + (f" --budget-min {budget_min:g}" if budget_min else ""))
+                   + (f" --budget-min {budget_min:g}" if budget_min else "")
+                   + (" --canonical-frame" if first_lmdb.parent.name.endswith("_canonical") else ""))
         text = card(name, report=json.loads((data / "report.json").read_text()), layout=DATASETS[name]["layout"],
-                    config=config, graph=LmdbDataset(data / "train.lmdb").metadata["graph"], members=members,
+                    config=config, graph=LmdbDataset(first_lmdb).metadata["graph"], members=members,
                     records=records, member_tests=member_tests, ensemble=ens, references=references,
                     quality=quality, figure=figure, command=command,
                     frame=(load_checkpoint(members[0]).get("predict") or {}).get("frame", "canonical"))
@@ -224,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="stop after this many validations without improvement; default: the recipe's")
     t.add_argument("--init-from", default=None, help="start from these weights (a shipped member)")
     t.add_argument("--resume", action="store_true", help="continue the member's run folder from last.pt")
+    t.add_argument("--canonical-frame", action="store_true",
+                   help="train on the pairs converted with --canonical-frame (the member then predicts in "
+                        "the canonical frame by default); scored on the published pairs either way")
     t.add_argument("--no-export", action="store_true", help="only train (export later)")
     e = sub.add_parser("export", help="evaluate and export a trained member")
     e.add_argument("name", choices=sorted(DATASETS))
@@ -234,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"only these sets, of {', '.join(sorted(DATASETS))} (default: every set with members)")
     args = p.parse_args(argv)
     if args.cmd == "train":
-        train(args.name, args.seed, args.budget_min, args.patience, args.init_from, args.resume)
+        train(args.name, args.seed, args.budget_min, args.patience, args.init_from, args.resume,
+              args.canonical_frame)
         if not args.no_export:
             export(args.name, args.seed)
             evaluate(args.name, args.seed)
