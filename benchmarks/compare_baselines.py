@@ -46,6 +46,8 @@ def _int_list(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from e3relax.cli.predict import add_frame_arguments
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = p.add_argument_group("data")
@@ -81,11 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--chgnet", type=int, default=None, help="CHGNet+FIRE on the first K test structures (0: skip)")
     r.add_argument("--chgnet-max-steps", type=int, default=500)
     r.add_argument("--fmax", type=float, default=0.05, help="FIRE force threshold (eV/A)")
-    r.add_argument("--no-symmetry", action="store_true",
-                   help="score the test predictions without projecting them onto the input's space group")
-    r.add_argument("--no-canonical-cell", action="store_true",
-                   help="predict the test structures in their own cells, not in their reduced primitive cells")
-    r.add_argument("--symprec", type=float, default=0.01, help="spglib tolerance (A) of both; default 0.01")
+    add_frame_arguments(r)  # --no-symmetry, --(no-)canonical-cell (default: the training pairs' frame), --symprec
     o = p.add_argument_group("run")
     o.add_argument("--device", default="cpu", help="cpu | cuda | cuda:1 | auto")
     o.add_argument("--out", default="results/compare", help="output folder")

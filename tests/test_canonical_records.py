@@ -107,3 +107,40 @@ def test_convert_records_the_option_and_writes_canonical_pairs(tmp_path):
             assert ratio[0] == pytest.approx(ratio[1], rel=1e-6)
             moved += int(np.abs(np.asarray(a[keys.CELL_U]) - np.asarray(b[keys.CELL_U])).max() > 1e-6)
     assert moved > 0
+
+
+def test_runs_record_their_training_frame_and_predict_in_it(tmp_path):
+    """The frame of the training pairs is read from the LMDB (all parts canonical, or not), recorded
+    in the run's checkpoints, and is the frame the run's checkpoint predicts in by default."""
+    from torch.utils.data import ConcatDataset, Subset
+
+    from e3relax.engine.checkpoint import load_checkpoint
+    from e3relax.engine.config import resolve_config
+    from e3relax.engine.data import training_frame
+    from e3relax.engine.trainer import train
+    from e3relax.predict import Relaxer
+    from e3relax.registry import MODELS
+
+    write_poscar_pairs(tmp_path / "src", as_tarballs=False)
+    importer = IMPORTERS.build({"name": "poscar_pairs", "src": tmp_path / "src"})
+    for name, option in (("can", SYMPREC), ("plain", None)):
+        convert(importer, tmp_path / name, layout="poscar_pairs", graph=graph_spec(), progress=False,
+                canonical_frame=option)
+    can, plain = (LmdbDataset(tmp_path / name / "train.lmdb") for name in ("can", "plain"))
+    assert training_frame(can) == "canonical" and training_frame(plain) == "dataset"
+    assert training_frame(Subset(can, [0])) == "canonical"
+    assert training_frame(ConcatDataset([can, can])) == "canonical"
+    assert training_frame(ConcatDataset([can, plain])) == "dataset"
+    for name, want in (("can", True), ("plain", False)):
+        config = resolve_config({
+            "run_dir": str(tmp_path / f"run_{name}"), "device": "cpu", "seed": 0,
+            "model": {"name": "e3relax", **MODELS.get("e3relax").test_config()},
+            "data": {"train": str(tmp_path / name / "train.lmdb"), "val": str(tmp_path / name / "train.lmdb"),
+                     "batch_size": 2},
+            "schedule": {"epoch_length": 1, "max_epochs": 1}, "log": {"tensorboard": False, "progress_bar": False},
+        })
+        train(config)
+        best = tmp_path / f"run_{name}" / "checkpoints" / "best.pt"
+        assert load_checkpoint(best)["train_frame"] == ("canonical" if want else "dataset")
+        assert Relaxer.from_checkpoint(best).frames.canonical is want
+        assert Relaxer.from_checkpoint(best, canonical=not want).frames.canonical is (not want)

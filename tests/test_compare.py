@@ -111,6 +111,8 @@ def test_compare_json_consistent(compare_run):
     doc = json.loads((out / "results.json").read_text())
     sizes = doc["meta"]["split_sizes"]
     assert sum(sizes.values()) == 24 and doc["meta"]["test_structures"] == sizes["test"]
+    # trained on pairs in their own cells, so the test structures are predicted in their own cells
+    assert doc["meta"]["canonical_cell"] is False and doc["meta"]["symmetry"] is True
     rec = doc["models"]["e3relax"]["seeds"]["0"]
     assert rec["steps"] == 4 and rec["parameters"] > 0 and rec["timing"]["batch1_ms"] > 0
     assert [h[0] for h in rec["val_history"]] == [2, 4]

@@ -8,6 +8,7 @@ comparison, and finished runs are not repeated. ``jobs > 1`` runs that many at o
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ from e3relax.benchmark.progress import Progress, estimate_chgnet_s, estimate_run
 from e3relax.benchmark.predict import Predictions, dummy_predictions, predict, prior_predictions, subset
 from e3relax.benchmark.runner import match_summary
 from e3relax.benchmark.suite import REFERENCE_MODEL, ModelRun, ablation_runs, model_runs
+from e3relax.engine.data import training_frame
 from e3relax.errors import InputError
 from e3relax.metrics import MAE_POS
 from e3relax.predict.prepare import FrameSettings
@@ -83,7 +85,9 @@ class Comparison:
         match_max, timing_structures, chgnet, chgnet_max_steps, fmax: evaluation settings.
         resume: keep the (model, seed) records already in ``out`` (default; False: start afresh).
         jobs: (model, seed) runs at a time, each in its own one-thread process (1: in this process).
-        frames: canonical frame and space-group projection of the test predictions (default both on).
+        frames: space-group projection (default on) and frame of the test predictions (default
+            ``canonical=None``: the frame of the training pairs, canonical only for data converted
+            with ``--canonical-frame``).
     """
 
     runs: list[ModelRun]
@@ -118,7 +122,7 @@ class Comparison:
                    (args.data, args.layout, args.data_cache, args.split_ratio, args.data_seed, args.limit),
                    args.device, args.match_max, args.timing_structures, args.chgnet, args.chgnet_max_steps,
                    args.fmax, not getattr(args, "fresh", False), args.progress_bar, text,
-                   FrameSettings(not getattr(args, "no_symmetry", False), not getattr(args, "no_canonical_cell", False),
+                   FrameSettings(not getattr(args, "no_symmetry", False), getattr(args, "canonical_cell", None),
                                  getattr(args, "symprec", 0.01)), max(1, int(getattr(args, "jobs", 1))))
 
     # ------------------------------------------------------------------ state
@@ -187,6 +191,9 @@ class Comparison:
         splits, data_desc = prepare_data(*self.data[:3], split_ratio=self.data[3], seed=self.data[4],
                                          limit=self.data[5])
         test_ds = LmdbDataset(splits["test"])
+        if self.frames.canonical is None:  # predict in the frame the models train in
+            canonical = training_frame(LmdbDataset(splits["train"])) == "canonical"
+            self.frames = dataclasses.replace(self.frames, canonical=canonical)
         prev = self._load_previous()
         num_val = len(LmdbDataset(splits["val"]))
         if self.budget.max_val_structures:

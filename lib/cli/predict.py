@@ -63,7 +63,7 @@ def add_frame_arguments(p: argparse.ArgumentParser) -> None:
     cell = p.add_mutually_exclusive_group()
     cell.add_argument("--no-canonical-cell", dest="canonical_cell", action="store_false", default=None,
                       help="predict in the input's own cell, not in its reduced primitive cell")
-    cell.add_argument("--canonical-cell", dest="canonical_cell", action="store_true",
+    cell.add_argument("--canonical-cell", dest="canonical_cell", action="store_true", default=None,
                       help="predict in the reduced primitive cell even when the checkpoint was trained in its "
                            "datasets' own cells (default: the frame the checkpoint was trained in)")
     p.add_argument("--symprec", type=float, default=0.01,

@@ -20,8 +20,8 @@ from e3relax import keys
 from e3relax.errors import InputError, MissingPathError
 from e3relax.records import collate  # PyG Batch.from_data_list with field checks
 
-__all__ = ["build_dataset", "element_counts", "training_elements", "skipped_records", "collate", "StreamBatchSampler", "WeightedConcat", "epoch_counts",
-           "train_loader", "eval_loader", "prepare_batch"]
+__all__ = ["build_dataset", "element_counts", "training_elements", "training_frame", "skipped_records", "collate",
+           "StreamBatchSampler", "WeightedConcat", "epoch_counts", "train_loader", "eval_loader", "prepare_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,19 @@ def element_counts(dataset: Any) -> dict[int, list[int]]:
             tot[0] += int(ni)
             tot[1] += 1
     return dict(sorted(out.items()))
+
+
+def training_frame(dataset: Any) -> str:
+    """The frame a training set's pairs are in: ``"canonical"`` when every part was converted with
+    ``--canonical-frame`` (its LMDB metadata records ``source.canonical_frame``), else ``"dataset"``
+    (the datasets' own cells). Predictions default to this frame."""
+    if isinstance(dataset, ConcatDataset):
+        frames = {training_frame(part) for part in dataset.datasets}
+        return "canonical" if frames == {"canonical"} else "dataset"
+    if isinstance(dataset, Subset):
+        return training_frame(dataset.dataset)
+    source = (getattr(dataset, "metadata", None) or {}).get("source") or {}
+    return "canonical" if source.get("canonical_frame") is not None else "dataset"
 
 
 def training_elements(dataset: Any, init_from: str | Path | None = None) -> dict[int, list[int]]:

@@ -29,12 +29,13 @@ class FrameSettings:
     Attributes:
         symmetry: project every predicted layer onto the input's space-group operations.
         canonical: predict in the canonical frame (primitive cell, reduced basis, atom 0 at the
-            origin) and map back.
+            origin) and map back. ``None`` (only before a caller resolves it): the frame the model
+            was trained in.
         symprec: spglib tolerance (A) for the operations and the primitive cell.
     """
 
     symmetry: bool = True
-    canonical: bool = True
+    canonical: bool | None = True
     symprec: float = 0.01
 
     @property

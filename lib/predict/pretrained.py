@@ -99,6 +99,7 @@ def training_statistics(lmdb_path: str | Path, quantiles: tuple[float, float] = 
     with ``--canonical-frame``, so predictions default to the canonical frame)."""
     from e3relax import keys
     from e3relax.datasets.reader import LmdbDataset
+    from e3relax.engine.data import training_frame
 
     ds = LmdbDataset(lmdb_path)
     ratios = []
@@ -106,7 +107,7 @@ def training_statistics(lmdb_path: str | Path, quantiles: tuple[float, float] = 
         d = ds[i]
         ratios.append(float(torch.linalg.det(d[keys.CELL_R][0].double()) / torch.linalg.det(d[keys.CELL_U][0].double())))
     r = np.asarray(ratios)
-    frame = "canonical" if (ds.metadata.get("source") or {}).get("canonical_frame") is not None else "dataset"
+    frame = training_frame(ds)
     return {"volume_ratio": [float(np.quantile(r, quantiles[0])), float(np.quantile(r, quantiles[1]))],
             "volume_ratio_quantiles": list(quantiles), "num": int(len(r)), "frame": frame}
 
@@ -134,6 +135,8 @@ def export_slim(src: str | Path, dst: str | Path, *, graph: Mapping[str, Any] | 
             "predict": dict(predict or {})}
     if ckpt.get("train_elements") is not None:
         slim["train_elements"] = {int(z): list(v) for z, v in ckpt["train_elements"].items()}
+    if ckpt.get("train_frame") is not None:
+        slim["train_frame"] = str(ckpt["train_frame"])
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, dst)

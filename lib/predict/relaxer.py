@@ -34,7 +34,7 @@ from e3relax.predict.geometry import SanityLimits, close_contacts, keep_vacuum, 
     vacuum_directions
 from e3relax.predict.prepare import FrameSettings, Prepared, prepare
 from e3relax.predict.symmetry import DEFAULT_SYMPREC, check_symprec
-from e3relax.structures import as_atoms, to_structure
+from e3relax.structures import as_atoms
 
 __all__ = ["Relaxer", "RelaxTrajectory", "structure_like", "SMALL_BATCH_EDGES"]
 
@@ -151,9 +151,10 @@ class Relaxer:
             ensemble: use every member of a pretrained ensemble (False: the first only, faster).
             limits: flag thresholds; default: the checkpoint's recorded training range.
             symmetry, canonical, symprec: as for :class:`Relaxer`; ``canonical=None`` (the default)
-                predicts in the frame the checkpoint was trained in: the user's own frame when its
-                record says ``frame: dataset`` (trained on pairs in their datasets' cells: the
-                canonical frame would show it inputs unlike its training data), else the canonical one.
+                predicts in the frame the checkpoint was trained in: the user's own frame when it
+                was trained on pairs in their datasets' cells (its record says ``dataset``; the
+                canonical frame would show it inputs unlike its training data), else the canonical
+                one (pairs converted with ``--canonical-frame``, or a checkpoint that records no frame).
         """
         from e3relax.device import resolve_device
         from e3relax.engine.checkpoint import load_checkpoint, model_from_checkpoint
@@ -184,8 +185,8 @@ class Relaxer:
             if len(files) > 1 and stats.get("uncertainty_threshold") is not None:
                 limits.uncertainty = float(stats["uncertainty_threshold"])
         elements = None if any(e is None for e in seen) else set.intersection(*(set(map(int, e)) for e in seen))
-        if canonical is None:
-            canonical = stats.get("frame", "canonical") != "dataset"
+        if canonical is None:  # the training frame: the export's record, else the run's, else canonical
+            canonical = (stats.get("frame") or ckpt.get("train_frame") or "canonical") != "dataset"
         return cls(models, graphs[0], limits, device, dt, [str(f) for f in files], symmetry, canonical, symprec,
                    elements)
 
