@@ -20,7 +20,7 @@ from e3relax import keys
 from e3relax.errors import InputError, MissingPathError
 from e3relax.records import collate  # PyG Batch.from_data_list with field checks
 
-__all__ = ["build_dataset", "element_counts", "training_elements", "training_frame", "skipped_records", "collate",
+__all__ = ["build_dataset", "element_counts", "training_elements", "training_frame", "training_info", "skipped_records", "collate",
            "StreamBatchSampler", "WeightedConcat", "epoch_counts", "train_loader", "eval_loader", "prepare_batch"]
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,12 @@ def training_elements(dataset: Any, init_from: str | Path | None = None) -> dict
             tot[1] += int(structures)
     log.info("training elements (atoms): %s", ", ".join(f"Z={z} {v[0]}" for z, v in sorted(counts.items())))
     return dict(sorted(counts.items()))
+
+
+def training_info(dataset: Any, init_from: str | Path | None = None) -> dict[str, Any]:
+    """What a run's checkpoints record of its training data: the elements seen
+    (:func:`training_elements`) and the frame of the pairs (:func:`training_frame`)."""
+    return {"train_elements": training_elements(dataset, init_from), "train_frame": training_frame(dataset)}
 
 
 def skipped_records(dataset: Any) -> int:

@@ -28,7 +28,7 @@ from e3relax.engine.checkpoint import Value, load_checkpoint, model_weights
 from e3relax.engine.config import save_config
 from e3relax.model_base import check_graph
 from e3relax.engine.data import (build_dataset, collate, eval_loader, prepare_batch, skipped_records,
-                                 train_loader, training_elements, training_frame)
+                                 train_loader, training_info)
 from e3relax.engine.evaluator import create_evaluator
 from e3relax.engine.run_dir import prepare_run_dir
 from e3relax.errors import InputError, Interrupted
@@ -301,10 +301,8 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     if scaler is not None:
         objects["scaler"] = scaler
     ckpt_cfg = config["checkpoint"]
-    info = {"train_elements": training_elements(train_ds, config.get("init_from")),
-            "train_frame": training_frame(train_ds)}
     best, full, last = attach_checkpoints(trainer, evaluator, run_dir, config, objects, ckpt_cfg["every_steps"],
-                                          ckpt_cfg["every_minutes"], info)
+                                          ckpt_cfg["every_minutes"], training_info(train_ds, config.get("init_from")))
     tb = _attach_logging(trainer, evaluator, optimizer, config, run_dir) if rank == 0 else None
     _run_hooks(config, trainer, evaluator, {"model": model, "ema_model": ema.ema_model, "optimizer": optimizer,
                                             "sampler": sampler, "config": config, "run_dir": run_dir})
