@@ -187,6 +187,18 @@ def test_ablation_configs_are_resized(tmp_path):
     assert runs["e3relax_no_self_image"].config["model"]["hidden_channels"] == 8
 
 
+def test_models_without_parameters_are_rows_not_runs():
+    """The Dummy and the atomic-volume prior have nothing to train: the comparison computes their
+    rows and never starts a training run for them, while every trainable model gets one."""
+    from e3relax.benchmark.suite import model_runs
+    from e3relax.registry import MODELS
+
+    names = [run.key for run in model_runs(None, CONFIGS)]
+    assert "dummy" not in names and "volume_prior" not in names
+    assert {"e3relax", "painn", "egnn"} <= set(names)
+    assert set(names) == set(MODELS.names()) - {"dummy", "volume_prior"}
+
+
 def test_e3relax_trains_with_its_cpu_recipe():
     """The comparison's E3Relax is the shipped CPU training recipe: its model, loss, optimiser and
     learning-rate shape, without its data, run folder or budget."""

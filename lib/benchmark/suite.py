@@ -34,7 +34,8 @@ DISPLAY_NAMES = {"e3relax": "E3Relax", "painn": "PaiNN", "deeprelax": "DeepRelax
 REFERENCE_MODEL = "e3relax"
 #: models that are E3Relax itself under another name: never the "second best" baseline
 SAME_ARCHITECTURE = ("relax_net",)
-_EXCLUDED = ("dummy",)
+#: models with no trainable parameters: their rows are computed, never trained
+_EXCLUDED = ("dummy", "volume_prior")
 
 
 @dataclass
