@@ -301,3 +301,29 @@ def test_parallel_comparison_continues_where_it_stopped(tmp_path):
     other = subprocess.run([*cmd[:-2], "--steps", "6", "--out", str(out)], capture_output=True, text=True,
                            timeout=300, cwd=tmp_path, env=env)
     assert other.returncode == 2 and "another budget" in other.stderr + other.stdout
+
+
+def _load_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_baselines_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_zero_argument_budget_counts_cpu_seconds(monkeypatch):
+    """The zero-argument run budgets every model in CPU-seconds of its own process (a busy machine
+    does not shrink it) and trains one model per core, two at most; explicit flags win."""
+    script = _load_script()
+    monkeypatch.setattr(script.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    args = script.parse_args([])
+    assert args.cpu_time == script.ZERO_ARG_CPU_S and args.wall_time is None and args.steps == 10_000
+    assert args.jobs == 2
+    monkeypatch.setattr(script.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert script.parse_args([]).jobs == 1
+    args = script.parse_args(["--wall-time", "30", "--jobs", "1"])
+    assert args.wall_time == 30 and args.cpu_time is None and args.jobs == 1 and args.steps == 10**9
+    assert script.parse_args(["--data", "somewhere"]).jobs == 1
+    with pytest.raises(SystemExit):
+        script.parse_args(["--jobs", "0"])
