@@ -2,8 +2,8 @@
 """Train every registered model under one budget and print the paper's tables side by side.
 
 With no arguments it uses the built-in CHGNet-relaxed dataset and a small budget, 60 CPU-seconds of
-training per model, two models at a time on a machine with two or more cores (about 15 minutes on
-2 CPU cores)::
+training per model, two models at a time on a machine with two or more cores (5 minutes on an
+idle 2-core machine, longer on a busy one)::
 
     python benchmarks/compare_baselines.py
 
@@ -122,7 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("give --cpu-time or --wall-time, not both")
     if args.steps is None and args.epochs is None and args.wall_time is None and args.cpu_time is None:
         # the zero-argument budget, counted on each run's own CPU clock so a busy machine does not
-        # shrink it: about 15 minutes for every model on 2 CPU cores
+        # shrink it: 5 minutes for every model on an idle 2-core machine (docs/results.md)
         args.steps, args.cpu_time = 10_000, ZERO_ARG_CPU_S
     if args.jobs is None:
         args.jobs = default_jobs() if zero else 1
