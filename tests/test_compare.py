@@ -301,6 +301,15 @@ def test_parallel_comparison_continues_where_it_stopped(tmp_path):
     other = subprocess.run([*cmd[:-2], "--steps", "6", "--out", str(out)], capture_output=True, text=True,
                            timeout=300, cwd=tmp_path, env=env)
     assert other.returncode == 2 and "another budget" in other.stderr + other.stdout
+    # only results.json carried to a fresh folder (as when a comparison is continued elsewhere)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(out / "results.json", copy / "results.json")
+    moved = subprocess.run([*cmd[:-1], str(copy)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                           env=env)
+    assert moved.returncode == 0, moved.stdout[-3000:] + moved.stderr[-3000:]
+    assert moved.stdout.count("finished earlier, kept") == 2 and "Training" not in moved.stdout
+    assert (copy / "results.md").is_file() and (copy / "figures" / "learning_curves.png").is_file()
 
 
 def _load_script():
@@ -327,3 +336,16 @@ def test_zero_argument_budget_counts_cpu_seconds(monkeypatch):
     assert script.parse_args(["--data", "somewhere"]).jobs == 1
     with pytest.raises(SystemExit):
         script.parse_args(["--jobs", "0"])
+
+
+def test_a_copied_comparison_continues_with_its_data_at_another_path():
+    """A comparison's identity is its data and budget, not where the data lies: a results.json copied
+    next to the same data at another path continues, while other data, split or budget is refused."""
+    from e3relax.benchmark.compare import _identity
+
+    here = {"name": "srnbh", "source": "/root/runs/data/srnbh", "layout": "lmdb", "folder": "/root/runs/data/srnbh"}
+    there = {**here, "source": "runs/data/srnbh", "folder": "/home/me/runs/data/srnbh"}
+    assert _identity(here) == _identity(there)
+    assert _identity(here) != _identity({**here, "name": "pnictides"})
+    assert _identity({"train": 516, "val": 73}) != _identity({"train": 515, "val": 74})
+    assert _identity({"cpu_s": 2700.0, "patience": 10}) != _identity({"cpu_s": 1800.0, "patience": 10})

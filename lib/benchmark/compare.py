@@ -71,6 +71,14 @@ def _read_column(path: Path, column: str = MAE_POS) -> np.ndarray:
         return np.array([float(row[column]) for row in csv.DictReader(fh)])
 
 
+def _identity(meta: Any) -> str:
+    """What makes two comparisons' data or budget the same: everything but where the data lies, so a
+    comparison continues from a copy of its results.json with the same data at another path."""
+    if isinstance(meta, dict):
+        meta = {k: v for k, v in meta.items() if k not in ("source", "folder")}
+    return json.dumps(meta, sort_keys=True)
+
+
 @dataclass
 class Comparison:
     """One comparison run.
@@ -145,9 +153,8 @@ class Comparison:
         if not old:
             return
         new = self._results["meta"]
-        for key, what in (("budget", "budget"), ("dataset", "data")):
-            if old.get(key) is not None and json.dumps(old.get(key), sort_keys=True) != json.dumps(new.get(key),
-                                                                                            sort_keys=True):
+        for key, what in (("budget", "budget"), ("dataset", "data"), ("split_sizes", "data split")):
+            if old.get(key) is not None and _identity(old.get(key)) != _identity(new.get(key)):
                 raise InputError(f"{self.results_path}: this folder holds a comparison with another {what} "
                                  f"({old.get(key)}); use another --out, or --fresh to discard it")
 
@@ -287,7 +294,12 @@ class Comparison:
             seed = next(iter(entry["seeds"]), None)
             if seed is None:
                 continue
-            vals = _read_column(per / f"{key}_s{seed}.csv")
+            path = per / f"{key}_s{seed}.csv"
+            if not path.exists():  # a run kept from a copied results.json: its per-structure errors stayed behind
+                log.warning("%s: no per-structure errors of %s seed %s; its distribution figures are skipped",
+                            path, entry["label"], seed)
+                continue
+            vals = _read_column(path)
             figures.error_distribution(vals, dummy, entry["label"], fig_dir / f"error_distribution_{key}.png")
             if not entry["ablation"]:
                 violins[entry["label"].split(" (")[0]] = vals
