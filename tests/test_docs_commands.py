@@ -24,12 +24,12 @@ TINY = ("schedule.epoch_length=2 schedule.max_epochs=1 data.max_val_structures=4
 NOT_RUN = [
     (r"pip install|python3 -m venv", "installation (what the tests run in)"),
     (r"python -m pytest", "the test suite itself"),
-    (r"^python benchmarks/compare_baselines.py$", "the main job (about 15 min); run by hand"),
+    (r"^python benchmarks/compare_baselines.py$", "the main job (about 5 min on 2 cores); run by hand"),
     (r"compare_baselines.py --data|^M=|^export OMP", "recorded real-data comparisons (hours), docs/results.md"),
     (r"compare_baselines.py --render", "needs the recorded comparisons above"),
     (r"<|\[--|\bOUT\b", "a template with placeholders"),
-    (r"--src \.\./shared/data/\S+ --out (data/pnictides\S*|data/srnbh\S*|results/data/\S+)( --workers 2)?"
-     r"( --(graph-)?opt .*)?( --canonical-frame)?$",
+    (r"--src \.\./shared/data/\S+ --out (data/pnictides\S*|data/srnbh\S*|results/data/\S+|runs/pretrained/data/\S+)"
+     r"( --seed \d+)?( --workers 2)?( --(graph-)?opt .*)?( --canonical-frame)?$",
      "a full real-dataset conversion (minutes); the same converter runs with --limit in the training sequence"),
     (r"data convert (xmno|mp|mpf_pickle|c2db|custom|legacy_lmdb|extxyz) ", "needs that dataset (see its section)"),
     (r"data generate", "CHGNet relaxes 320 structures (hours); tests/test_generate.py runs it small"),
