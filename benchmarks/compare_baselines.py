@@ -97,7 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r = p.add_argument_group("evaluation")
     r.add_argument("--match-max", type=int, default=None, help="StructureMatcher/spglib on the first K test structures")
     r.add_argument("--timing-structures", type=int, default=32, help="structures timed for inference speed")
-    r.add_argument("--chgnet", type=int, default=None, help="CHGNet+FIRE on the first K test structures (0: skip)")
+    r.add_argument("--chgnet", type=int, default=None, help="CHGNet+FIRE on the first K test structures, from the input and from the prediction of "
+                        "E3Relax's seed with the best validation error, in --jobs processes (0: skip)")
     r.add_argument("--chgnet-max-steps", type=int, default=500)
     r.add_argument("--fmax", type=float, default=0.05, help="FIRE force threshold (eV/A)")
     add_frame_arguments(r)  # --no-symmetry, --(no-)canonical-cell (default: the training pairs' frame), --symprec
@@ -105,7 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--device", default="cpu", help="cpu | cuda | cuda:1 | auto")
     o.add_argument("--out", default="results/compare", help="output folder")
     o.add_argument("--jobs", type=int, default=None,
-                   help="(model, seed) runs at a time, each in its own process with one thread (one per core); "
+                   help="(model, seed) runs (and CHGNet relaxations) at a time, each in its own process with one "
+                        "thread (one per core); "
                         f"default: 1, or up to {ZERO_ARG_MAX_JOBS} (one per available core) for the zero-argument run")
     o.add_argument("--resume", action="store_true",
                    help="(the default) continue the comparison in OUT: finished runs are kept, stopped ones resume")

@@ -26,41 +26,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from e3relax.benchmark.chgnet_compare import record_atoms, relax_iter, score
+
 ROUTES = ("Dummy (the input)", "E3Relax", "CHGNet + FIRE from the input", "E3Relax, then CHGNet + FIRE")
 METRICS = (("mae_pos", "coordinates (Å)"), ("shape_dev", "shape (Å²)"), ("mae_vol", "volume (Å³)"))
-_MODEL: Any = None
-
-
-def _arrays(atoms) -> dict:
-    return {"pos": atoms.get_positions().tolist(), "cell": np.asarray(atoms.get_cell()).tolist(),
-            "z": atoms.numbers.tolist()}
-
-
-def _atoms(d: dict):
-    from e3relax.structures import arrays_to_atoms
-
-    return arrays_to_atoms(np.asarray(d["pos"]), np.asarray(d["cell"]), np.asarray(d["z"]))
-
-
-def _relax_pair(job: tuple[str, dict, dict, float, int]) -> dict:
-    """In a worker: CHGNet + FIRE from the input and from the prediction of one structure."""
-    global _MODEL
-    from e3relax.chgnet_tools import chgnet_relax, load_chgnet
-
-    sid, u, pred, fmax, max_steps = job
-    if _MODEL is None:
-        _MODEL = load_chgnet()
-    row: dict = {"id": sid}
-    for key, start in (("input", u), ("prediction", pred)):
-        t0 = time.process_time()
-        res = chgnet_relax(_atoms(start), fmax=fmax, max_steps=max_steps, model=_MODEL)
-        row[key] = {"steps": int(res.steps), "converged": bool(res.converged), "cpu_s": time.process_time() - t0,
-                    "energy_per_atom": float(res.energy_per_atom), "final": _arrays(res.atoms)}
-    return row
 
 
 def predict(checkpoint: str, inputs: list) -> tuple[list, float]:
@@ -76,13 +48,11 @@ def predict(checkpoint: str, inputs: list) -> tuple[list, float]:
 
 def summarise(rows: list[dict], refs: dict, inputs: dict, preds: dict, e3relax_cpu_s: float) -> dict:
     """Errors of every route against DFT, FIRE steps and CPU time of both starts."""
-    from e3relax.benchmark.chgnet_compare import score
-
     ids = [r["id"] for r in rows]
     ref = [refs[i] for i in ids]
     routes = {ROUTES[0]: [inputs[i] for i in ids], ROUTES[1]: [preds[i] for i in ids],
-              ROUTES[2]: [_atoms(r["input"]["final"]) for r in rows],
-              ROUTES[3]: [_atoms(r["prediction"]["final"]) for r in rows]}
+              ROUTES[2]: [record_atoms(r["input"]["final"]) for r in rows],
+              ROUTES[3]: [record_atoms(r["prediction"]["final"]) for r in rows]}
     errors = {name: {k: float(np.mean(v)) for k, v in score(s, ref).items() if k in dict(METRICS)}
               for name, s in routes.items()}
     steps_u = np.array([r["input"]["steps"] for r in rows])
@@ -117,8 +87,6 @@ def table(s: dict, title: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import multiprocessing as mp
-
     import torch
     from predict_speed import load_structures
 
@@ -143,15 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     rows_file = out / "rows.jsonl"
     done = {json.loads(line)["id"]: json.loads(line) for line in rows_file.read_text().splitlines()} \
         if rows_file.exists() else {}
-    todo = [(sid, _arrays(inputs[sid]), _arrays(preds[sid]), args.fmax, args.max_steps) for sid in inputs if sid not in done]
+    todo = [sid for sid in inputs if sid not in done]
     print(f"{len(items)} structures, {len(done)} done before; CHGNet + FIRE twice for {len(todo)} in {args.jobs} "
           "processes", flush=True)
-    with mp.get_context("spawn").Pool(args.jobs) as pool, open(rows_file, "a", encoding="utf-8") as fh:
-        for k, row in enumerate(pool.imap_unordered(_relax_pair, todo), 1):
+    starts = [s for sid in todo for s in (inputs[sid], preds[sid])]  # from the input, then from the prediction
+    results = relax_iter(starts, args.fmax, args.max_steps, args.jobs)
+    with open(rows_file, "a", encoding="utf-8") as fh:
+        for k, sid in enumerate(todo, 1):
+            row = {"id": sid, "input": next(results), "prediction": next(results)}
             fh.write(json.dumps(row) + "\n")
             fh.flush()
-            done[row["id"]] = row
-            print(f"{k}/{len(todo)} {row['id']}: {row['input']['steps']} steps from the input, "
+            done[sid] = row
+            print(f"{k}/{len(todo)} {sid}: {row['input']['steps']} steps from the input, "
                   f"{row['prediction']['steps']} from the prediction", flush=True)
     rows = [done[sid] for sid in inputs if sid in done]
     s = summarise(rows, refs, inputs, preds, e3_cpu)

@@ -127,6 +127,10 @@ def test_compare_json_consistent(compare_run):
     assert math.isclose(np.mean(prior), doc["prior"]["mae_vol"], rel_tol=1e-4)
     ch = doc["chgnet"]
     assert ch["num_structures"] == 2 and all(s <= 5 for s in doc["energy"]["per_structure"]["steps_from_unrelaxed"])
+    # the CHGNet rows use E3Relax's seed with the best validation error, and name it
+    seeds = doc["models"]["e3relax"]["seeds"]
+    best = min(seeds, key=lambda k: (seeds[k]["best_val"], k))
+    assert ch["e3relax_seed"] == best and ch["rows"][1][0] == f"E3Relax (seed {best})"
 
 
 def test_improvement_row_uses_best_other_baseline():
@@ -223,9 +227,11 @@ def test_merge_seeds_from_another_comparison(compare_run, tmp_path):
         entry["seeds"].pop("1")
     for entry in other["models"].values():
         entry["seeds"].pop("0")
+    base["chgnet"] = base["energy"] = None  # the CHGNet comparison ran in the other folder only
     merged = merge_results(base, other, "other")
     assert merged["meta"]["seeds"] == [0, 1]
     assert merged["models"]["painn"]["seeds"] == doc["models"]["painn"]["seeds"]
+    assert merged["chgnet"] == doc["chgnet"] and merged["energy"] == doc["energy"]
     other["meta"]["budget"] = {**other["meta"]["budget"], "steps": 5}
     with pytest.raises(ValueError, match="budget differs"):
         merge_results(base, other, "other")

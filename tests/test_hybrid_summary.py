@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from ase.build import bulk
 
+from e3relax.benchmark.chgnet_compare import atoms_record
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 SPEC = importlib.util.spec_from_file_location("hybrid_chgnet", BENCH / "hybrid_chgnet.py")
@@ -22,7 +24,7 @@ def test_summary_scores_each_route_and_counts_saved_steps():
         u = ref.copy()
         u.set_cell(ref.cell.array * 1.05, scale_atoms=True)  # 5% too large
         refs[str(i)], inputs[str(i)], preds[str(i)] = ref, u, ref.copy()
-        final = hyb._arrays(ref)
+        final = atoms_record(ref)
         rows.append({"id": str(i), "input": {"steps": steps[0], "converged": True, "cpu_s": 2.0, "energy_per_atom": -3.0,
                                              "final": final},
                      "prediction": {"steps": steps[1], "converged": i == 0, "cpu_s": 1.0, "energy_per_atom": -3.0,

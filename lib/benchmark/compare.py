@@ -213,7 +213,7 @@ class Comparison:
         self._results["meta"]["val_dummy_mae_pos"] = float(np.nanmean(val_dummy))  # the learning curves' reference
         total = len(self.runs) * len(self.seeds)
         progress = Progress(total, estimate_run_s(self.budget.wall_s or self.budget.cpu_s, len(test_ds)),
-                            estimate_chgnet_s(self.chgnet), t_start, self.jobs)
+                            estimate_chgnet_s(self.chgnet, self.jobs), t_start, self.jobs)
         log.info("plan: %s", progress.plan(self.runs, self.seeds, len(test_ds), self.chgnet, self.budget_text))
         self._dummy(test_ds)
         self._prior(test_ds, LmdbDataset(splits["train"]))
@@ -309,16 +309,25 @@ class Comparison:
         learning_curves(self._results, fig_dir)
 
     # ------------------------------------------------------------------ CHGNet
-    def _reference_model(self) -> torch.nn.Module | None:
+    def _reference_model(self) -> tuple[torch.nn.Module | None, str | None]:
+        """E3Relax's best seed by validation among those whose checkpoint is here, and its seed."""
         from e3relax.engine.checkpoint import model_from_checkpoint
 
-        entry = self._results["models"].get(REFERENCE_MODEL)
-        if not entry or not entry["seeds"]:
-            return None
-        run_dir = Path(next(iter(entry["seeds"].values()))["run_dir"])
-        ckpt = run_dir / "checkpoints" / "best.pt"
-        ckpt = ckpt if ckpt.exists() else run_dir / "checkpoints" / "last.pt"
-        return model_from_checkpoint(ckpt, weights="ema", device="cpu")[0]
+        seeds = self._results["models"].get(REFERENCE_MODEL, {}).get("seeds", {})
+        found = []
+        for seed, rec in seeds.items():
+            ckpts = [Path(rec["run_dir"]) / "checkpoints" / name for name in ("best.pt", "last.pt")]
+            ckpt = next((c for c in ckpts if c.exists()), None)
+            if ckpt is None:
+                log.info("E3Relax seed %s: no checkpoint in %s (a run kept from a copied results.json); "
+                         "not a candidate for the CHGNet comparison", seed, rec["run_dir"])
+            else:
+                found.append((rec.get("best_val", math.inf), seed, ckpt))
+        if not found:
+            return None, None
+        val, seed, ckpt = min(found, key=lambda t: (t[0], t[1]))
+        log.info("CHGNet comparison: E3Relax seed %s, the best validation coordinate MAE here (%.4f Å)", seed, val)
+        return model_from_checkpoint(ckpt, weights="ema", device="cpu")[0], seed
 
     def _chgnet_phase(self, test_ds: Any) -> None:
         from e3relax.benchmark.chgnet_compare import energy_check, relax_and_score, score
@@ -329,23 +338,24 @@ class Comparison:
             log.warning("CHGNet is not installed (pip install 'e3relax[chgnet]'); skipping the CHGNet comparison")
             return
         sub = subset(test_ds, self.chgnet)
-        ref_model = self._reference_model()
+        ref_model, ref_seed = self._reference_model()
         dummy = dummy_predictions(sub)
-        log.info("CHGNet + FIRE on the first %d test structures (fmax %.3g eV/Å)", len(dummy.ids), self.fmax)
-        fire = relax_and_score(dummy.inputs, dummy.references, self.fmax, self.chgnet_max_steps)
+        jobs = max(1, self.jobs)
+        log.info("CHGNet + FIRE on the first %d test structures (fmax %.3g eV/Å), %d process(es)", len(dummy.ids),
+                 self.fmax, jobs)
+        fire = relax_and_score(dummy.inputs, dummy.references, self.fmax, self.chgnet_max_steps, jobs)
         n = len(dummy.ids)
         rows = [("Dummy (unrelaxed input)", {k: float(np.mean(v)) for k, v in dummy.metrics.items()}, None)]
         chg_ms = 1e3 * float(np.mean(fire["seconds"]))
         e3_ms = math.nan
         if ref_model is not None:
             e3 = predict(ref_model, sub, torch.device("cpu"), torch.float32, self.budget.batch_size, self.frames)
-            first = next(iter(self._results["models"][REFERENCE_MODEL]["seeds"].values()))
-            e3_ms = first["timing"]["batch1_ms"]
-            rows.append((f"E3Relax (seed {self.seeds[0]})", {k: float(np.mean(v)) for k, v in e3.metrics.items()}, e3_ms))
+            e3_ms = self._results["models"][REFERENCE_MODEL]["seeds"][ref_seed]["timing"]["batch1_ms"]
+            rows.append((f"E3Relax (seed {ref_seed})", {k: float(np.mean(v)) for k, v in e3.metrics.items()}, e3_ms))
         rows.append(("CHGNet + FIRE", {k: float(np.mean(v)) for k, v in fire["metrics"].items()}, chg_ms))
         if ref_model is not None:
             energy = energy_check(dummy.inputs, dummy.references, e3.structures, fire["steps"], fire["converged"],
-                                  self.fmax, self.chgnet_max_steps)
+                                  self.fmax, self.chgnet_max_steps, jobs)
             hybrid = score(energy["structures_from_predicted"], dummy.references)
             hybrid_ms = e3_ms + 1e3 * float(np.mean(energy["seconds_from_predicted"]))
             rows.append(("E3Relax → CHGNet + FIRE", {k: float(np.mean(v)) for k, v in hybrid.items()}, hybrid_ms))
@@ -359,6 +369,7 @@ class Comparison:
             "chgnet_version": getattr(chgnet_pkg, "__version__", "?"),
             "converged": int(np.sum(fire["converged"])), "metrics": rows[-2 if ref_model is not None else -1][1],
             "seconds_per_structure": float(np.mean(fire["seconds"])), "steps_mean": float(np.mean(fire["steps"])),
+            "cpu_seconds_per_structure": float(np.mean(fire["cpu_s"])), "processes": jobs, "e3relax_seed": ref_seed,
             "time_ratio": chg_ms / e3_ms if e3_ms and not math.isnan(e3_ms) else math.nan, "rows": rows,
             "match": match,
             "ids": dummy.ids}

@@ -30,7 +30,7 @@ class Progress:
         what = (f"train and test {len(runs)} model(s) x {len(seeds)} seed(s) = {self.total} run(s) "
                 f"({', '.join(r.label for r in runs)}) with {budget}; score each on {n_test} test structures")
         if chgnet > 0:
-            what += f"; then CHGNet + FIRE on {chgnet} test structures"
+            what += f"; then CHGNet + FIRE on {chgnet} test structures ({self.jobs} process(es))"
         if self.jobs > 1:
             what += f"; {self.jobs} runs at a time, one process each"
         if self.run_s is None:
@@ -65,6 +65,8 @@ def estimate_run_s(wall_s: float | None, n_test: int) -> float | None:
     return float(wall_s) + _TEST_S_PER_STRUCTURE * n_test + _TEST_S_FIXED
 
 
-def estimate_chgnet_s(num_structures: int) -> float:
-    """Rough wall seconds of the CHGNet phase (two FIRE relaxations per structure)."""
-    return 2 * _CHGNET_S_PER_STRUCTURE * num_structures if num_structures > 0 else 0.0
+def estimate_chgnet_s(num_structures: int, jobs: int = 1) -> float:
+    """Rough wall seconds of the CHGNet phase (two FIRE relaxations per structure, ``jobs`` processes)."""
+    if num_structures <= 0:
+        return 0.0
+    return 2 * _CHGNET_S_PER_STRUCTURE * -(-num_structures // max(1, int(jobs)))

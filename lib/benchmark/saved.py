@@ -12,7 +12,8 @@ __all__ = ["merge_results", "learning_curves", "render_existing"]
 
 
 def merge_results(base: dict[str, Any], other: dict[str, Any], source: str = "") -> dict[str, Any]:
-    """Add the (model, seed) records of ``other`` that ``base`` lacks (seeds run as separate comparisons).
+    """Add the (model, seed) records of ``other`` that ``base`` lacks (seeds run as separate comparisons),
+    and its CHGNet comparison and energy check when ``base`` has none.
 
     Raises:
         ValueError: when the two were run on different data or with different budgets.
@@ -24,6 +25,8 @@ def merge_results(base: dict[str, Any], other: dict[str, Any], source: str = "")
         mine = base["models"].setdefault(key, {**entry, "seeds": {}})
         for seed, rec in entry["seeds"].items():
             mine["seeds"].setdefault(seed, rec)
+    if not base.get("chgnet") and other.get("chgnet"):
+        base["chgnet"], base["energy"] = other["chgnet"], other.get("energy")
     seeds = sorted({int(s) for e in base["models"].values() for s in e["seeds"]})
     base["meta"]["seeds"] = seeds
     base["meta"].setdefault("merged_from", []).append(source)
