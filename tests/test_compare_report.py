@@ -22,6 +22,21 @@ def test_footnote_names_timed_out_and_degenerate_pairs():
     assert "time limit" in note and "degenerate" in note and "unmatched" in note
 
 
+def test_efficiency_table_counts_cpu_hours_and_cap_hits():
+    def rec(steps, cpu_s, hit, clock="cpu"):
+        return {"parameters": 1000, "train_seconds": 2 * cpu_s, "time_used_s": cpu_s, "time_clock": clock,
+                "wall_budget_hit": hit, "steps": steps, "val_history": [[100, 0.5], [200, 0.4]],
+                "timing": {"batch1_ms": 1.0, "batched_ms": 0.5}}
+
+    results = {"models": {"egnn": {"label": "EGNN", "seeds": {"0": rec(100, 1800.0, False), "1": rec(90, 3600.0, True)}},
+                          "painn": {"label": "PaiNN", "seeds": {"0": rec(50, 10.0, True, clock="wall")}}}}
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in
+            tables._efficiency_table(results).splitlines()[2:]}
+    assert rows["EGNN"][3] == "1.50" and rows["EGNN"][4] == "100/90" and rows["EGNN"][-1].strip(" |") == "1/2"
+    assert rows["EGNN"][2] == "5400"  # wall seconds, mean over seeds
+    assert rows["PaiNN"][3] == "–" and rows["PaiNN"][-1].strip(" |") == "1/1"  # a wall-clock budget has no CPU figure
+
+
 def test_plan_and_progress_lines():
     class Run:
         label = "PaiNN"
@@ -29,6 +44,7 @@ def test_plan_and_progress_lines():
     p = Progress(4, estimate_run_s(60.0, 32), estimate_chgnet_s(6), t_start=0.0)
     plan = p.plan([Run(), Run()], [0, 1], 32, 6, "60 s of training wall time")
     assert "4 run(s)" in plan and "CHGNet + FIRE on 6" in plan and "expected about" in plan
+    assert estimate_chgnet_s(6, jobs=2) == estimate_chgnet_s(3) == estimate_chgnet_s(6) / 2
     assert "no time budget" in Progress(4, estimate_run_s(None, 32), 0.0, 0.0).plan([Run()], [0], 32, 0, "")
     p.skip()
     line = p.step()
