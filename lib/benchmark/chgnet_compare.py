@@ -123,7 +123,7 @@ def energy_check(inputs: Sequence[Any], references: Sequence[Any], predictions: 
     Returns:
         per-structure arrays ``e_unrelaxed``, ``e_reference``, ``e_predicted`` (eV/atom),
         ``steps_from_unrelaxed``, ``steps_from_predicted``, ``converged_from_unrelaxed``,
-        ``converged_from_predicted``, ``seconds_from_predicted``, and the relaxed structures
+        ``converged_from_predicted``, ``seconds_from_predicted`` (wall), ``cpu_s_from_predicted``, and the relaxed structures
         ``structures_from_predicted`` (the hybrid: prediction polished by CHGNet + FIRE).
     """
     from e3relax.chgnet_tools import chgnet_energy_per_atom, load_chgnet
@@ -144,5 +144,6 @@ def energy_check(inputs: Sequence[Any], references: Sequence[Any], predictions: 
     out["steps_from_predicted"] = np.array([r["steps"] for r in results])
     out["converged_from_predicted"] = np.array([r["converged"] for r in results], dtype=bool)
     out["seconds_from_predicted"] = np.array([r["seconds"] for r in results])
+    out["cpu_s_from_predicted"] = np.array([r["cpu_s"] for r in results])
     out["structures_from_predicted"] = [record_atoms(r["final"]) for r in results]
     return out

@@ -226,6 +226,11 @@ def _efficiency_table(results: Mapping[str, Any]) -> str:
                            "Converged in budget (seeds)", "Budget cap hit (seeds)"], body)
 
 
+def _processes(ch: Mapping[str, Any]) -> str:
+    n = ch.get("processes")
+    return f"; run in {n} one-thread processes" if n and n > 1 else ""
+
+
 def _chgnet_table(results: Mapping[str, Any]) -> str:
     ch = results["chgnet"]
     body = []
@@ -309,7 +314,9 @@ def render(results: Mapping[str, Any]) -> str:
         parts += [f"## Against iterative relaxation (first {ch['num_structures']} test structures)", "",
                   f"CHGNet {ch['chgnet_version']} (pretrained weights from its wheel) with ASE FIRE and a "
                   f"Frechet cell filter, fmax {ch['fmax']} eV/Å, at most {ch['max_steps']} steps "
-                  f"({ch['converged']}/{ch['num_structures']} converged). E3Relax time is batch-1 inference; "
+                  f"({ch['converged']}/{ch['num_structures']} converged{_processes(ch)}). E3Relax time is batch-1 "
+                  f"inference on one thread; CHGNet+FIRE time is the CPU time of its one-thread process"
+                  f"{'' if 'cpu_seconds_per_structure' in ch else ' (its wall time, in records older than this field)'}; "
                   f"CHGNet+FIRE takes {ch['time_ratio']:.0f}x as long per structure.", "", _chgnet_table(results), ""]
     if results.get("energy"):
         parts += ["## Energy check (paper Fig. 5)", "", _energy_table(results), ""]
