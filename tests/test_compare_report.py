@@ -37,6 +37,20 @@ def test_efficiency_table_counts_cpu_hours_and_cap_hits():
     assert rows["PaiNN"][3] == "–" and rows["PaiNN"][-1].strip(" |") == "1/1"  # a wall-clock budget has no CPU figure
 
 
+def test_runs_table_says_what_stopped_each_run():
+    budget = {"steps": 1000, "cpu_s": 2700.0, "wall_s": None, "patience": 10}
+    assert tables.stopped_by({"steps": 400, "wall_budget_hit": True}, budget) == "time cap (45 CPU-min)"
+    assert tables.stopped_by({"steps": 1000, "wall_budget_hit": False}, budget) == "step cap"
+    assert tables.stopped_by({"steps": 400}, budget).startswith("plateau (10 validations")
+    assert tables.stopped_by({"steps": 400}, {**budget, "patience": None}) == "end of the budget"
+    rec = {"steps": 1500, "best_step": 500, "time_used_s": 600.0, "time_clock": "cpu", "wall_budget_hit": False}
+    results = {"meta": {"budget": budget},
+               "models": {"e3relax": {"label": "E3Relax", "seeds": {"1": {**rec, "wall_budget_hit": True}, "0": rec}}}}
+    lines = tables._runs_table(results).splitlines()[2:]
+    assert lines[0].startswith("| E3Relax | 0 | 1,500 | 500 | 10.0 | plateau")  # seeds in order
+    assert lines[1].endswith("| time cap (45 CPU-min) |")
+
+
 def test_plan_and_progress_lines():
     class Run:
         label = "PaiNN"

@@ -226,6 +226,30 @@ def _efficiency_table(results: Mapping[str, Any]) -> str:
                            "Converged in budget (seeds)", "Budget cap hit (seeds)"], body)
 
 
+def stopped_by(rec: Mapping[str, Any], budget: Mapping[str, Any]) -> str:
+    """What ended one (model, seed) run under the comparison's budget."""
+    if rec.get("wall_budget_hit"):
+        used = budget.get("cpu_s") or budget.get("wall_s")
+        return f"time cap ({used / 60:.0f} {'CPU-' if budget.get('cpu_s') else ''}min)" if used else "time cap"
+    if budget.get("steps") and rec["steps"] >= budget["steps"]:
+        return "step cap"
+    if budget.get("patience"):
+        return f"plateau ({budget['patience']} validations without improvement)"
+    return "end of the budget"
+
+
+def _runs_table(results: Mapping[str, Any]) -> str:
+    """One row per (model, seed): steps, best step, CPU-minutes and what stopped it."""
+    budget = results["meta"]["budget"]
+    body = []
+    for entry in results["models"].values():
+        for seed, rec in sorted(entry["seeds"].items(), key=lambda kv: int(kv[0])):
+            cpu = _cpu_seconds(rec)
+            body.append([entry["label"], seed, f"{rec['steps']:,}", f"{rec.get('best_step') or 0:,}",
+                         "–" if math.isnan(cpu) else f"{cpu / 60:.1f}", stopped_by(rec, budget)])
+    return markdown_table(["Model", "Seed", "Steps", "Best step", "CPU-min of training", "Stopped by"], body)
+
+
 def _processes(ch: Mapping[str, Any]) -> str:
     n = ch.get("processes")
     return f"; run in {n} one-thread processes" if n and n > 1 else ""
@@ -308,7 +332,8 @@ def render(results: Mapping[str, Any]) -> str:
               "coordinate MAE of the first half by at most 1%, and as not converged with fewer than four "
               "validations. \"Budget cap hit\" counts the seeds that the time budget stopped (a run that "
               "hit it was still improving or had not yet shown its plateau to the early-stopping rule); "
-              "train time is wall-clock, CPU-hours are of each run's own process.", ""]
+              "train time is wall-clock, CPU-hours are of each run's own process.", "",
+              "### Every run", "", _runs_table(results), ""]
     if results.get("chgnet"):
         ch = results["chgnet"]
         parts += [f"## Against iterative relaxation (first {ch['num_structures']} test structures)", "",
