@@ -38,9 +38,9 @@ def test_efficiency_table_counts_cpu_hours_and_cap_hits():
 
 
 def test_runs_table_says_what_stopped_each_run():
-    budget = {"steps": 1000, "cpu_s": 2700.0, "wall_s": None, "patience": 10}
+    budget = {"steps": 10000, "cpu_s": 2700.0, "wall_s": None, "patience": 10}
     assert tables.stopped_by({"steps": 400, "wall_budget_hit": True}, budget) == "time cap (45 CPU-min)"
-    assert tables.stopped_by({"steps": 1000, "wall_budget_hit": False}, budget) == "step cap"
+    assert tables.stopped_by({"steps": 10000, "wall_budget_hit": False}, budget) == "step cap"
     assert tables.stopped_by({"steps": 400}, budget).startswith("plateau (10 validations")
     assert tables.stopped_by({"steps": 400}, {**budget, "patience": None}) == "end of the budget"
     rec = {"steps": 1500, "best_step": 500, "time_used_s": 600.0, "time_clock": "cpu", "wall_budget_hit": False}
