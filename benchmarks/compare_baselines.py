@@ -150,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         from e3relax.benchmark.saved import render_existing
 
-        print(render_existing(Path(args.out), [Path(m) for m in args.merge]))
+        try:
+            print(render_existing(Path(args.out), [Path(m) for m in args.merge]))
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"compare_baselines: error: {exc}", file=sys.stderr)
+            return 2
         return 0
     from e3relax.errors import Interrupted, UserError
 

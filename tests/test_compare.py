@@ -228,6 +228,7 @@ def test_merge_seeds_from_another_comparison(compare_run, tmp_path):
     for entry in other["models"].values():
         entry["seeds"].pop("0")
     base["chgnet"] = base["energy"] = None  # the CHGNet comparison ran in the other folder only
+    other["meta"]["dataset"] = {**other["meta"]["dataset"], "source": "elsewhere/data", "folder": "elsewhere/data"}
     merged = merge_results(base, other, "other")
     assert merged["meta"]["seeds"] == [0, 1]
     assert merged["models"]["painn"]["seeds"] == doc["models"]["painn"]["seeds"]
@@ -235,6 +236,16 @@ def test_merge_seeds_from_another_comparison(compare_run, tmp_path):
     other["meta"]["budget"] = {**other["meta"]["budget"], "steps": 5}
     with pytest.raises(ValueError, match="budget differs"):
         merge_results(base, other, "other")
+    # on the command line a refused merge is one line and exit 2, and so is a folder without results
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "results.json").write_text(json.dumps(base))
+    (tmp_path / "b" / "results.json").write_text(json.dumps(other))
+    for argv in (["--render", "--out", str(tmp_path / "a"), "--merge", str(tmp_path / "b")],
+                 ["--render", "--out", str(tmp_path / "missing")]):
+        proc = subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith("compare_baselines: error: ")
 
 
 def test_learning_curves_figure(tmp_path, monkeypatch):
@@ -348,7 +359,7 @@ def test_zero_argument_budget_counts_cpu_seconds(monkeypatch):
 def test_a_copied_comparison_continues_with_its_data_at_another_path():
     """A comparison's identity is its data and budget, not where the data lies: a results.json copied
     next to the same data at another path continues, while other data, split or budget is refused."""
-    from e3relax.benchmark.compare import _identity
+    from e3relax.benchmark.saved import same_comparison as _identity
 
     here = {"name": "srnbh", "source": "/root/runs/data/srnbh", "layout": "lmdb", "folder": "/root/runs/data/srnbh"}
     there = {**here, "source": "runs/data/srnbh", "folder": "/home/me/runs/data/srnbh"}

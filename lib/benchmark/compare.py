@@ -26,7 +26,7 @@ from e3relax.benchmark import figures, tables
 from e3relax.benchmark.budget import Budget
 from e3relax.benchmark.data import prepare_data
 from e3relax.benchmark.jobs import job_spec, record_path, run_jobs
-from e3relax.benchmark.saved import learning_curves
+from e3relax.benchmark.saved import learning_curves, same_comparison
 from e3relax.benchmark.progress import Progress, estimate_chgnet_s, estimate_run_s, minutes
 from e3relax.benchmark.predict import Predictions, dummy_predictions, predict, prior_predictions, subset
 from e3relax.benchmark.runner import match_summary
@@ -69,14 +69,6 @@ def write_per_structure(preds: Predictions, path: Path) -> None:
 def _read_column(path: Path, column: str = MAE_POS) -> np.ndarray:
     with path.open(encoding="utf-8") as fh:
         return np.array([float(row[column]) for row in csv.DictReader(fh)])
-
-
-def _identity(meta: Any) -> str:
-    """What makes two comparisons' data or budget the same: everything but where the data lies, so a
-    comparison continues from a copy of its results.json with the same data at another path."""
-    if isinstance(meta, dict):
-        meta = {k: v for k, v in meta.items() if k not in ("source", "folder")}
-    return json.dumps(meta, sort_keys=True)
 
 
 @dataclass
@@ -154,7 +146,7 @@ class Comparison:
             return
         new = self._results["meta"]
         for key, what in (("budget", "budget"), ("dataset", "data"), ("split_sizes", "data split")):
-            if old.get(key) is not None and _identity(old.get(key)) != _identity(new.get(key)):
+            if old.get(key) is not None and same_comparison(old.get(key)) != same_comparison(new.get(key)):
                 raise InputError(f"{self.results_path}: this folder holds a comparison with another {what} "
                                  f"({old.get(key)}); use another --out, or --fresh to discard it")
 

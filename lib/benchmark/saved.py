@@ -8,7 +8,15 @@ from typing import Any, Sequence
 
 from e3relax.benchmark import figures, tables
 
-__all__ = ["merge_results", "learning_curves", "render_existing"]
+__all__ = ["merge_results", "learning_curves", "render_existing", "same_comparison"]
+
+
+def same_comparison(meta: Any) -> str:
+    """What makes two comparisons' data or budget the same: everything but where the data lies, so a
+    comparison continues from (or merges) a copy of a results.json with the same data at another path."""
+    if isinstance(meta, dict):
+        meta = {k: v for k, v in meta.items() if k not in ("source", "folder")}
+    return json.dumps(meta, sort_keys=True)
 
 
 def merge_results(base: dict[str, Any], other: dict[str, Any], source: str = "") -> dict[str, Any]:
@@ -16,10 +24,11 @@ def merge_results(base: dict[str, Any], other: dict[str, Any], source: str = "")
     and its CHGNet comparison and energy check when ``base`` has none.
 
     Raises:
-        ValueError: when the two were run on different data or with different budgets.
+        ValueError: when the two were run on different data or with different budgets (where the
+            data lies does not count).
     """
     for key in ("dataset", "budget"):
-        if base["meta"][key] != other["meta"][key]:
+        if same_comparison(base["meta"][key]) != same_comparison(other["meta"][key]):
             raise ValueError(f"cannot merge {source}: its {key} differs ({other['meta'][key]} vs {base['meta'][key]})")
     for key, entry in other["models"].items():
         mine = base["models"].setdefault(key, {**entry, "seeds": {}})
