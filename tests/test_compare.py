@@ -248,6 +248,29 @@ def test_merge_seeds_from_another_comparison(compare_run, tmp_path):
         assert proc.stderr.startswith("compare_baselines: error: ")
 
 
+def test_a_narrower_command_keeps_the_folders_other_records(compare_run, tmp_path):
+    """Running one model and seed again in a finished folder trains nothing and drops nothing: the
+    other models, seeds and the CHGNet comparison stay in results.json."""
+    out, _ = compare_run
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    before = json.loads((again / "results.json").read_text())
+    src = out.parent
+    cmd = [sys.executable, str(SCRIPT), "--data", str(src / "src"), "--layout", "poscar_pairs",
+           "--data-cache", str(src / "cache"), "--split-ratio", "2:1:1", "--models", "painn",
+           "--config-dir", str(src / "configs"), "--steps", "4", "--eval-every", "2", "--batch-size", "4",
+           "--seeds", "1", "--chgnet", "0", "--timing-structures", "2", "--out", str(again)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=src,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg", "HOME": str(src)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    after = json.loads((again / "results.json").read_text())
+    assert set(after["models"]) == set(before["models"])
+    for key, entry in before["models"].items():
+        assert after["models"][key]["seeds"] == entry["seeds"], key
+    assert after["meta"]["seeds"] == [0, 1] and after["chgnet"] == before["chgnet"]
+    assert "PaiNN seed 1: finished earlier, kept" in proc.stdout  # nothing trained (the records are equal too)
+
+
 def test_learning_curves_figure(tmp_path, monkeypatch):
     from matplotlib.axes import Axes
     from PIL import Image

@@ -158,6 +158,23 @@ class Comparison:
             old = json.loads(path.read_text(encoding="utf-8"))
         return old
 
+    def _keep_earlier(self, prev: dict[str, Any]) -> None:
+        """Keep what earlier runs in this folder recorded beyond this invocation's ``--models`` and
+        ``--seeds`` (and their CHGNet comparison when this one runs none): results.json accumulates."""
+        for key, entry in prev.get("models", {}).items():
+            mine = self._results["models"].get(key)
+            if mine is None:
+                if entry.get("seeds"):
+                    self._results["models"][key] = entry
+                    log.info("%s: kept from an earlier run in this folder", entry["label"])
+                continue
+            for seed, rec in entry.get("seeds", {}).items():
+                mine["seeds"].setdefault(seed, rec)
+        seeds = {int(s) for e in self._results["models"].values() for s in e["seeds"]} | set(self.seeds)
+        self._results["meta"]["seeds"] = sorted(seeds)
+        if self.chgnet <= 0 and prev.get("chgnet"):
+            self._results["chgnet"], self._results["energy"] = prev["chgnet"], prev.get("energy")
+
     def _save(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         tmp = self.results_path.with_suffix(".json.tmp")
@@ -222,6 +239,7 @@ class Comparison:
                     continue
                 specs.append(job_spec(run, seed, splits, self.budget, self.out, self.device, self.match_max,
                                       self.timing_structures, self.frames, self.progress_bar))
+        self._keep_earlier(prev)
         if specs and self.jobs > 1:
             log.info("running %d (model, seed) jobs, %d at a time in their own processes (OMP_NUM_THREADS=1)",
                      len(specs), self.jobs)
