@@ -159,8 +159,7 @@ class Comparison:
         return old
 
     def _keep_earlier(self, prev: dict[str, Any]) -> None:
-        """Keep what earlier runs in this folder recorded beyond this invocation's ``--models`` and
-        ``--seeds`` (and their CHGNet comparison when this one runs none): results.json accumulates."""
+        """Keep the folder's records beyond this ``--models``/``--seeds`` (and CHGNet, if this runs none)."""
         for key, entry in prev.get("models", {}).items():
             mine = self._results["models"].get(key)
             if mine is None:
