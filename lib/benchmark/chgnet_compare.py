@@ -22,7 +22,7 @@ import torch
 
 from e3relax.metrics import structure_metrics
 
-__all__ = ["score", "relax_iter", "relax_and_score", "energy_check", "atoms_record", "record_atoms"]
+__all__ = ["score", "relax_iter", "relax_and_score", "energy_check", "energy_summary", "atoms_record", "record_atoms"]
 
 log = logging.getLogger(__name__)
 _MODEL: Any = None  # CHGNet, loaded once per worker process
@@ -147,3 +147,18 @@ def energy_check(inputs: Sequence[Any], references: Sequence[Any], predictions: 
     out["cpu_s_from_predicted"] = np.array([r["cpu_s"] for r in results])
     out["structures_from_predicted"] = [record_atoms(r["final"]) for r in results]
     return out
+
+
+def energy_summary(e: dict[str, Any], n: int) -> dict[str, Any]:
+    """Means and medians of :func:`energy_check` over its ``n`` structures, with the per-structure arrays."""
+    return {"num_structures": n, "e_unrelaxed": float(np.mean(e["e_unrelaxed"])),
+            "e_reference": float(np.mean(e["e_reference"])), "e_predicted": float(np.mean(e["e_predicted"])),
+            "de_unrelaxed": float(np.mean(np.abs(e["e_unrelaxed"] - e["e_reference"]))),
+            "de_predicted": float(np.mean(np.abs(e["e_predicted"] - e["e_reference"]))),
+            "steps_from_unrelaxed_mean": float(np.mean(e["steps_from_unrelaxed"])),
+            "steps_from_unrelaxed_median": float(np.median(e["steps_from_unrelaxed"])),
+            "steps_from_predicted_mean": float(np.mean(e["steps_from_predicted"])),
+            "steps_from_predicted_median": float(np.median(e["steps_from_predicted"])),
+            "converged_from_unrelaxed": int(np.sum(e["converged_from_unrelaxed"])),
+            "converged_from_predicted": int(np.sum(e["converged_from_predicted"])),
+            "per_structure": {k: np.asarray(v).tolist() for k, v in e.items() if k != "structures_from_predicted"}}

@@ -339,7 +339,7 @@ class Comparison:
         return model_from_checkpoint(ckpt, weights="ema", device="cpu")[0], seed
 
     def _chgnet_phase(self, test_ds: Any) -> None:
-        from e3relax.benchmark.chgnet_compare import energy_check, relax_and_score, score
+        from e3relax.benchmark.chgnet_compare import energy_check, energy_summary, relax_and_score, score
 
         try:
             import chgnet
@@ -368,7 +368,7 @@ class Comparison:
             hybrid = score(energy["structures_from_predicted"], dummy.references)
             hybrid_ms = e3_ms + 1e3 * float(np.mean(energy["cpu_s_from_predicted"]))
             rows.append(("E3Relax → CHGNet + FIRE", {k: float(np.mean(v)) for k, v in hybrid.items()}, hybrid_ms))
-            self._results["energy"] = self._energy_summary(energy, n)
+            self._results["energy"] = energy_summary(energy, n)
         import chgnet as chgnet_pkg
 
         match, _ = match_summary(Predictions(structures=fire["structures"], references=dummy.references), None)
@@ -382,20 +382,6 @@ class Comparison:
             "time_ratio": chg_ms / e3_ms if e3_ms and not math.isnan(e3_ms) else math.nan, "rows": rows,
             "match": match,
             "ids": dummy.ids}
-
-    @staticmethod
-    def _energy_summary(e: dict[str, Any], n: int) -> dict[str, Any]:
-        return {"num_structures": n, "e_unrelaxed": float(np.mean(e["e_unrelaxed"])),
-                "e_reference": float(np.mean(e["e_reference"])), "e_predicted": float(np.mean(e["e_predicted"])),
-                "de_unrelaxed": float(np.mean(np.abs(e["e_unrelaxed"] - e["e_reference"]))),
-                "de_predicted": float(np.mean(np.abs(e["e_predicted"] - e["e_reference"]))),
-                "steps_from_unrelaxed_mean": float(np.mean(e["steps_from_unrelaxed"])),
-                "steps_from_unrelaxed_median": float(np.median(e["steps_from_unrelaxed"])),
-                "steps_from_predicted_mean": float(np.mean(e["steps_from_predicted"])),
-                "steps_from_predicted_median": float(np.median(e["steps_from_predicted"])),
-                "converged_from_unrelaxed": int(np.sum(e["converged_from_unrelaxed"])),
-                "converged_from_predicted": int(np.sum(e["converged_from_predicted"])),
-                "per_structure": {k: np.asarray(v).tolist() for k, v in e.items() if k != "structures_from_predicted"}}
 
     def markdown(self, results: dict[str, Any] | None = None) -> str:
         return tables.render(results or self._results)
