@@ -43,6 +43,11 @@ def test_runs_table_says_what_stopped_each_run():
     assert tables.stopped_by({"steps": 10000, "wall_budget_hit": False}, budget) == "step cap"
     assert tables.stopped_by({"steps": 400}, budget).startswith("plateau (10 validations")
     assert tables.stopped_by({"steps": 400}, {**budget, "patience": None}) == "end of the budget"
+    diverged = {"steps": 3423, "stopped_nonfinite": {"iteration": 3423, "saved_iteration": 3250}}
+    assert tables.stopped_by(diverged, budget) == "diverged (non-finite loss at step 3,423)"
+    rewound = {"steps": 9000, "rewinds": [{"iteration": 3423, "resumed_from": 3250, "lr": 5e-4}]}
+    assert tables.stopped_by(rewound, budget) == ("plateau (10 validations without improvement), "
+                                                  "after 1 rewind (non-finite at step 3,423)")
     rec = {"steps": 1500, "best_step": 500, "time_used_s": 600.0, "time_clock": "cpu", "wall_budget_hit": False}
     results = {"meta": {"budget": budget},
                "models": {"e3relax": {"label": "E3Relax", "seeds": {"1": {**rec, "wall_budget_hit": True}, "0": rec}}}}

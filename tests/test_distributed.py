@@ -78,10 +78,34 @@ def test_nan_on_one_rank_stops_all(tmp_path):
     cfg = toy.toy_config(tmp_path, hooks=["test_distributed.record", "test_distributed.poison_rank1"],
                          model={"name": "test_engine_toy.ToyModel", "hidden_channels": 8, "num_layers": 2},
                          loss={"name": "test_engine_toy.ToyLoss"}, log={"figures": False, "tensorboard": False},
-                         optim={"max_nonfinite_steps": 0},  # no non-finite step skipped: stop at the first
+                         optim={"max_nonfinite_steps": 0, "nonfinite_rewinds": 0},  # stop at the first
                          distributed={"nproc_per_node": 2, "backend": "gloo", "master_port": _free_port()})
     train(cfg, datasets={"train": toy.make_dataset(12), "val": toy.make_dataset(6, start=100)})
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert len(r0["ids"]) == len(r1["ids"]) == 6  # both stopped at the NaN step, none hung
     last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert last["trainer"]["iteration"] == 4
+
+
+def poison_rank1_at_full_rate(trainer, evaluator, context):
+    """Hook: ``poison_rank1`` while optim.lr is still the toy's 3e-3 (a rewind lowers it)."""
+    if context["config"]["optim"]["lr"] == 3e-3:
+        poison_rank1(trainer, evaluator, context)
+
+
+def test_ranks_rewind_together(tmp_path):
+    """A NaN on rank 1 stops both ranks; both go back to last.pt at half the rate, train to the end
+    and keep identical weights."""
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    cfg = toy.toy_config(tmp_path, hooks=["test_distributed.record", "test_distributed.poison_rank1_at_full_rate"],
+                         model={"name": "test_engine_toy.ToyModel", "hidden_channels": 8, "num_layers": 2},
+                         loss={"name": "test_engine_toy.ToyLoss"}, log={"figures": False, "tensorboard": False},
+                         optim={"max_nonfinite_steps": 0},
+                         distributed={"nproc_per_node": 2, "backend": "gloo", "master_port": _free_port()})
+    train(cfg, datasets={"train": toy.make_dataset(12), "val": toy.make_dataset(6, start=100)})
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert len(r0["ids"]) == len(r1["ids"]) == 12 - 4  # the resumed call trained steps 5-12
+    assert all(torch.equal(r0["weights"][k], r1["weights"][k]) for k in r0["weights"])
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert last["trainer"]["iteration"] == 12 and last["config"]["optim"]["lr"] == pytest.approx(1.5e-3)

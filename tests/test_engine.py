@@ -137,12 +137,60 @@ def poison(trainer, evaluator, context):
 def test_persistent_nan_stops_training_and_keeps_last_good_state(tmp_path):
     """NaN weights make every step non-finite: with no skipped step allowed the run stops at once."""
     cfg = toy.toy_config(tmp_path, hooks=["test_engine.poison"], log={"tensorboard": False},
-                         optim={"max_nonfinite_steps": 0})
+                         optim={"max_nonfinite_steps": 0, "nonfinite_rewinds": 0})
     out = train(cfg, datasets=DATA)
     assert out["iteration"] == 6 and out["stopped_nonfinite"] == {"iteration": 6, "saved_iteration": 4}
+    assert out["rewinds"] == []
     last = load_checkpoint(tmp_path)
     assert last["trainer"]["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in last["model"].values())
+
+
+def poison_at_full_rate(trainer, evaluator, context):
+    """Hook: as ``poison``, but only while optim.lr is still the toy's 3e-3 (a rewind lowers it)."""
+    if context["config"]["optim"]["lr"] == 3e-3:
+        poison(trainer, evaluator, context)
+
+
+def test_a_diverged_run_rewinds_at_a_lower_rate_and_finishes(tmp_path):
+    """Weights gone non-finite at step 6: the run goes back to last.pt (step 4) at half the rate, keeps
+    that rate (also in config.yaml, for --resume) and the time already spent, and trains to the end."""
+    cfg = toy.toy_config(tmp_path, hooks=["test_engine.poison_at_full_rate"], log={"tensorboard": False},
+                         optim={"max_nonfinite_steps": 0}, schedule={"time_limit_s": 3600.0})
+    out = train(cfg, datasets=DATA)
+    assert out["rewinds"] == [{"iteration": 6, "resumed_from": 4, "lr": pytest.approx(1.5e-3)}]
+    assert out["iteration"] == 12 and "stopped_nonfinite" not in out and cfg["optim"]["lr"] == 3e-3
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert last["config"]["optim"]["lr"] == pytest.approx(1.5e-3)
+    assert all(g["lr"] <= 1.5e-3 * g["lr_scale"] * (1 + 1e-9) for g in last["optimizer"]["param_groups"])
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["optim"]["lr"] == pytest.approx(1.5e-3)
+
+
+def test_rewinds_are_limited_and_reported(tmp_path):
+    """A run that diverges after every rewind stops after optim.nonfinite_rewinds of them."""
+    cfg = toy.toy_config(tmp_path, hooks=["test_engine.poison"], log={"tensorboard": False},
+                         optim={"max_nonfinite_steps": 0, "nonfinite_rewinds": 2, "rewind_lr_factor": 0.1})
+    out = train(cfg, datasets=DATA)
+    assert [r["iteration"] for r in out["rewinds"]] == [6, 6] and out["stopped_nonfinite"]["iteration"] == 6
+    assert [r["lr"] for r in out["rewinds"]] == pytest.approx([3e-4, 3e-5])
+
+
+def test_rewind_checkpoint_scales_rates_and_charges_the_time_spent(tmp_path):
+    from e3relax.engine.rewind import rewind_checkpoint
+
+    path = tmp_path / "last.pt"
+    torch.save({"format_version": FORMAT_VERSION, "config": {"optim": {"lr": 1e-3}}, "trainer": {"iteration": 40},
+                "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3, "lr_scale": 1.0}, {"lr": 1e-2, "lr_scale": 10.0}]},
+                "time_budget": {"used": 50.0, "hit": False, "clock": "cpu"}}, path)
+    assert rewind_checkpoint(path, 0.5, 80.0) == {"resumed_from": 40, "lr": 5e-4}
+    ckpt = load_checkpoint(path)
+    assert [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == [5e-4, 5e-3]
+    assert ckpt["time_budget"]["used"] == 80.0 and not list(tmp_path.glob("*.rewind"))
+    rewind_checkpoint(path, 1.0, 10.0)  # never gives time back
+    assert load_checkpoint(path)["time_budget"]["used"] == 80.0
 
 
 WEIGHTS: dict = {}

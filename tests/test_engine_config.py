@@ -10,7 +10,8 @@ from e3relax.engine.data import StreamBatchSampler
 def test_defaults_follow_reference_script():
     cfg = resolve_config({})
     assert cfg["optim"] == {"lr": 1e-4, "weight_decay": 0.0, "amsgrad": True, "betas": [0.9, 0.999],
-                            "grad_clip": 150.0, "max_nonfinite_steps": 10}
+                            "grad_clip": 150.0, "max_nonfinite_steps": 10,
+                            "nonfinite_rewinds": 2, "rewind_lr_factor": 0.5}
     assert cfg["ema"]["decay"] == 0.999
     assert (cfg["schedule"]["plateau_factor"], cfg["schedule"]["plateau_patience"]) == (0.8, 5)
     assert cfg["schedule"]["early_stop_patience"] == 15 and cfg["data"]["batch_size"] == 32

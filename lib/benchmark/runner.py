@@ -72,7 +72,11 @@ def train_model(run: ModelRun, seed: int, splits: Mapping[str, Path], budget: Bu
               "time_used_s": summary.get("time_used_s"), "time_clock": config["schedule"]["time_clock"],
               "resumed": bool(resume),
               "val_history": [list(h) for h in history],
-              "structures_per_s": summary.get("structures_per_s"), **convergence(history)}
+              "structures_per_s": summary.get("structures_per_s"),
+              "skipped_nonfinite_steps": int(summary.get("skipped_nonfinite_steps") or 0),
+              "rewinds": list(summary.get("rewinds") or []), "stopped_nonfinite": summary.get("stopped_nonfinite"),
+              **convergence(history)}
+    record["converged"] = record["converged"] and not record["stopped_nonfinite"]  # a diverged run did not plateau
     return model, record
 
 

@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         stop = summary.get("stopped_nonfinite")
         if stop:
             print(f"e3relax train: stopped at iteration {stop['iteration']}: the loss or its gradient was not "
-                  f"finite for more than {config['optim']['max_nonfinite_steps']} steps in a row; the last good "
+                  f"finite for more than {config['optim']['max_nonfinite_steps']} steps in a row, after "
+                  f"{len(summary.get('rewinds') or [])} rewind(s) at a lower rate; the last good "
                   f"state (iteration {stop['saved_iteration']}) is in {config['run_dir']}/checkpoints/last.pt "
                   "(lower optim.lr, then e3relax train --resume)", file=sys.stderr)
             return 1

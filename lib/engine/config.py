@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
         "betas": [0.9, 0.999],
         "grad_clip": 150.0,        # max global gradient norm; None disables clipping
         "max_nonfinite_steps": 10,  # steps with a NaN/inf loss or gradient are skipped; more in a row stop the run
+        "nonfinite_rewinds": 2,    # ...unless this many times it goes back to last.pt at rewind_lr_factor x lr
+        "rewind_lr_factor": 0.5,
     },
     "schedule": {
         "epoch_length": 800,       # optimiser steps between evaluations ("epoch" of the reference)

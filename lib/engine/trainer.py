@@ -30,6 +30,7 @@ from e3relax.model_base import check_graph
 from e3relax.engine.data import (build_dataset, collate, eval_loader, prepare_batch, skipped_records,
                                  train_loader, training_info)
 from e3relax.engine.evaluator import create_evaluator
+from e3relax.engine.rewind import train_rewinding
 from e3relax.engine.run_dir import prepare_run_dir
 from e3relax.errors import InputError, Interrupted
 from e3relax.metrics import MAE_POS, MAE_VOL, POOLED_MAE_POS, SHAPE_DEV
@@ -357,7 +358,7 @@ def _interrupted(signum: int, run_dir: str | Path, iteration: int | None) -> Int
 
 
 def train(config: dict[str, Any], resume: bool = False, datasets: Mapping[str, Any] | None = None) -> dict | None:
-    """Run :func:`training` on one process, ``distributed.nproc_per_node`` local processes, or under torchrun.
+    """Run :func:`training` on one process, ``nproc_per_node`` local ones, or under torchrun (rewinds: ``rewind``).
 
     Returns:
         rank 0's summary when run in this process (single process), else None.
@@ -377,7 +378,7 @@ def train(config: dict[str, Any], resume: bool = False, datasets: Mapping[str, A
         if dist["master_port"]:
             kwargs["master_port"] = int(dist["master_port"])
     if backend is None:
-        summary = training(0, config, resume, datasets)
+        summary = train_rewinding(0, config, resume, datasets)
         if "interrupted" in summary:
             info = summary["interrupted"]
             raise _interrupted(info["signal"], config["run_dir"], info["saved_iteration"])
@@ -389,7 +390,7 @@ def train(config: dict[str, Any], resume: bool = False, datasets: Mapping[str, A
             previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
     try:
         with idist.Parallel(backend=backend, **kwargs) as parallel:
-            parallel.run(training, config, resume, datasets)
+            parallel.run(train_rewinding, config, resume, datasets)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
