@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional, Sequence
 
-import torch
 from torch import nn
 
 from e3relax.geometry import edge_vectors, to_cartesian, to_fractional

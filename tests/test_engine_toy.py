@@ -7,6 +7,8 @@ is only as good as the toy's loss, labels and LMDB writer.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch_geometric.data import Data
 
@@ -97,7 +99,7 @@ def toy_config(run_dir, **overrides) -> dict:
     return resolve_config(merge(user, overrides, strict=False))
 
 
-def write_lmdb(path, indices) -> "Path":
+def write_lmdb(path, indices) -> Path:
     """Write the toy structures ``indices`` as one shard of the safe LMDB format."""
     from e3relax.datasets.lmdb_format import encode_record, make_metadata
     from e3relax.datasets.writer import write_shard

@@ -342,7 +342,7 @@ class Comparison:
         from e3relax.benchmark.chgnet_compare import energy_check, energy_summary, relax_and_score, score
 
         try:
-            import chgnet
+            import chgnet  # noqa: F401 (is it installed?)
         except ImportError:
             log.warning("CHGNet is not installed (pip install 'e3relax[chgnet]'); skipping the CHGNet comparison")
             return

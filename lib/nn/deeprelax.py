@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 from torch_geometric.utils import scatter, to_dense_batch
 
 from e3relax.model_base import SymmetryLaws, scale_lr_
