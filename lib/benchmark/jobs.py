@@ -12,21 +12,29 @@ the comparison's process or in its own (``python -m e3relax.benchmark.jobs SPEC.
    run folder) but whose test did not is tested again without retraining.
 
 :func:`run_jobs` runs the pending jobs, ``jobs`` at a time, each in its own process with
-``OMP_NUM_THREADS=1``, and reports each one as it finishes.
+``OMP_NUM_THREADS=1``, and reports each one as it finishes. The job processes run in their own
+sessions: a SIGINT or SIGTERM to the comparison (Ctrl-C, ``kill``, or its whole process group) is
+passed on to each job once, and the comparison waits for them to save their checkpoints. A job
+holds a lock on ``OUT/jobs/<key>_s<seed>.lock`` while it runs, so a second comparison started on
+the same folder cannot train the same run twice at once.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import os
+import signal
 import subprocess
+import threading
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from e3relax.errors import Interrupted
+from e3relax.errors import InputError, Interrupted
 
 __all__ = ["job_spec", "record_path", "run_job", "run_jobs"]
 
@@ -53,15 +61,42 @@ def job_spec(run: Any, seed: int, splits: Mapping[str, Path], budget: Any, out: 
 def run_job(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Train (or resume) and test one (model, seed); returns the record (also written to its file)."""
     from e3relax.benchmark.budget import Budget
+    from e3relax.benchmark.suite import ModelRun
+
+    run, seed, out = ModelRun(**spec["run"]), int(spec["seed"]), Path(spec["out"])
+    with job_lock(out / "jobs" / f"{run.key}_s{seed}.lock"):
+        return _run_job(spec, run, seed, out, Budget(**spec["budget"]))
+
+
+@contextlib.contextmanager
+def job_lock(path: Path):
+    """Hold an exclusive lock on ``path`` (released when the process ends, however it ends).
+
+    Raises:
+        InputError: another process holds it (the same job is running elsewhere).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise InputError(f"{path}: this job is already running (process {handle.read().strip() or '?'}); "
+                             "stop that comparison first") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+def _run_job(spec: Mapping[str, Any], run: Any, seed: int, out: Path, budget: Any) -> dict[str, Any]:
     from e3relax.benchmark.compare import write_per_structure
     from e3relax.benchmark.runner import test_model, train_model
-    from e3relax.benchmark.suite import ModelRun
     from e3relax.datasets.reader import LmdbDataset
     from e3relax.device import resolve_device
     from e3relax.predict.prepare import FrameSettings
 
-    run, seed, out = ModelRun(**spec["run"]), int(spec["seed"]), Path(spec["out"])
-    budget = Budget(**spec["budget"])
     run_dir = out / "runs" / f"{run.key}_s{seed}"
     trained = run_dir / TRAINED
     if trained.exists():  # training finished before the test was written: test again, do not retrain
@@ -94,6 +129,10 @@ def _write_atomic(path: Path, doc: Any) -> None:
     tmp.replace(path)
 
 
+def job_command(spec_file: Path) -> list[str]:
+    return [sys.executable, "-m", "e3relax.benchmark.jobs", str(spec_file)]
+
+
 def _launch(spec: Mapping[str, Any], folder: Path) -> subprocess.Popen:
     key = f"{spec['run']['key']}_s{spec['seed']}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -101,8 +140,8 @@ def _launch(spec: Mapping[str, Any], folder: Path) -> subprocess.Popen:
     spec_file.write_text(json.dumps(spec, indent=1), encoding="utf-8")
     log_file = open(folder / f"{key}.log", "a", encoding="utf-8")  # noqa: SIM115 - closed with the process
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "e3relax.benchmark.jobs", str(spec_file)], stdout=log_file,
-                            stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(job_command(spec_file), stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)  # signals reach it only through run_jobs, once
     proc.log_file = log_file  # type: ignore[attr-defined]
     return proc
 
@@ -124,13 +163,30 @@ def run_jobs(specs: Sequence[Mapping[str, Any]], jobs: int, on_done: Callable[[M
         return
     pending, active = list(specs), []
     folder = Path(specs[0]["out"]) / "jobs" if specs else Path(".")
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _interrupt)
     try:
         _schedule(pending, active, jobs, folder, on_done, poll_s)
-    except KeyboardInterrupt:  # the jobs got the signal too: they save their last checkpoints and stop
+    except KeyboardInterrupt:  # pass the stop on, once: each job saves its last checkpoint and stops
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        for _, proc in active:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
         for _, proc in active:
             proc.wait()
             proc.log_file.close()
         raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    log.warning("%s: stopping the running jobs (each saves its last checkpoint)", signal.Signals(signum).name)
+    raise KeyboardInterrupt
 
 
 def _schedule(pending: list, active: list, jobs: int, folder: Path, on_done: Callable, poll_s: float) -> None:
@@ -166,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         log.warning("%s", exc.message)
         return exc.exit_status
+    except InputError as exc:
+        log.error("%s", exc)
+        return 2
     return 0
 
 
