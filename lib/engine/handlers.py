@@ -77,7 +77,8 @@ class LRSchedule:
     With ``cosine``, the run's progress is the larger of the fraction of planned steps taken and the
     fraction of the time budget (:class:`~e3relax.engine.budget.TimeBudget`) used, so a run limited
     by CPU time still ends at ``min_lr``. The rate depends only on the iteration and the budget used,
-    both restored on resume, so a resumed run follows the same schedule exactly. With ``plateau``
+    both restored on resume; the budget's seconds themselves differ between processes, so with a
+    time budget two runs of one seed are close but not bit-identical. With ``plateau``
     only the warmup is applied here; ``ReduceLROnPlateau`` takes over after it.
     """
 
