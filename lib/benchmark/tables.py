@@ -228,19 +228,22 @@ def _efficiency_table(results: Mapping[str, Any]) -> str:
 
 def stopped_by(rec: Mapping[str, Any], budget: Mapping[str, Any]) -> str:
     """What ended one (model, seed) run under the comparison's budget, with any rewinds before it."""
-    rewinds = rec.get("rewinds") or []
-    after = (f", after {len(rewinds)} rewind{'s' * (len(rewinds) > 1)} (non-finite at step "
-             + ", ".join(f"{r['iteration']:,}" for r in rewinds) + ")") if rewinds else ""
     if rec.get("stopped_nonfinite"):
-        return f"diverged (non-finite loss at step {rec['stopped_nonfinite']['iteration']:,}){after}"
-    if rec.get("wall_budget_hit"):
+        reason = f"diverged (non-finite loss at step {rec['stopped_nonfinite']['iteration']:,})"
+    elif rec.get("wall_budget_hit"):
         used = budget.get("cpu_s") or budget.get("wall_s")
-        return (f"time cap ({used / 60:.0f} {'CPU-' if budget.get('cpu_s') else ''}min)" if used else "time cap") + after
-    if budget.get("steps") and rec["steps"] >= budget["steps"]:
-        return "step cap" + after
-    if budget.get("patience"):
-        return f"plateau ({budget['patience']} validations without improvement)" + after
-    return "end of the budget" + after
+        reason = f"time cap ({used / 60:.0f} {'CPU-' if budget.get('cpu_s') else ''}min)" if used else "time cap"
+    elif budget.get("steps") and rec["steps"] >= budget["steps"]:
+        reason = "step cap"
+    elif budget.get("patience"):
+        reason = f"plateau ({budget['patience']} validations without improvement)"
+    else:
+        reason = "end of the budget"
+    rewinds = rec.get("rewinds") or []
+    if rewinds:
+        reason += (f", after {len(rewinds)} rewind{'s' * (len(rewinds) > 1)} (non-finite at step "
+                   + ", ".join(f"{r['iteration']:,}" for r in rewinds) + ")")
+    return reason
 
 
 def _runs_table(results: Mapping[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 A run whose loss or gradient stays non-finite for more than ``optim.max_nonfinite_steps`` steps in
 a row has weights that overflow on every batch (docs/training.md, "Where the NaN came from").
-Skipping more steps cannot help, and resuming at the same rate replays the same steps exactly. So,
+Skipping more steps cannot help, and resuming at the same rate retraces nearly the same steps. So,
 up to ``optim.nonfinite_rewinds`` times, :func:`train_rewinding` rewrites ``last.pt`` with every
 learning rate times ``optim.rewind_lr_factor`` and continues from it: the lower rate is kept for the
 rest of the run (and in ``config.yaml``, so ``--resume`` keeps it too). The CPU time spent on the
@@ -15,8 +15,6 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import torch
-
 __all__ = ["rewind_checkpoint", "train_rewinding"]
 
 log = logging.getLogger(__name__)
@@ -26,7 +24,7 @@ def rewind_checkpoint(path: str | Path, lr_factor: float, budget_used_s: float |
     """Rewrite the checkpoint ``path`` in place (atomically): learning rates times ``lr_factor`` (the
     optimiser's groups and the saved ``optim.lr``), and the time budget used set to at least
     ``budget_used_s``. Returns ``{"resumed_from": iteration, "lr": new optim.lr}``."""
-    from e3relax.engine.checkpoint import load_checkpoint
+    from e3relax.engine.checkpoint import AtomicSaver, load_checkpoint
 
     path = Path(path)
     ckpt = load_checkpoint(path)
@@ -37,9 +35,7 @@ def rewind_checkpoint(path: str | Path, lr_factor: float, budget_used_s: float |
     budget = ckpt.get("time_budget")
     if isinstance(budget, dict) and budget_used_s is not None:
         budget["used"] = max(float(budget["used"]), float(budget_used_s))
-    tmp = path.with_name(path.name + ".rewind")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
+    AtomicSaver(path.parent)(ckpt, path.name)
     return {"resumed_from": int(ckpt["trainer"]["iteration"]), "lr": optim["lr"]}
 
 
@@ -60,7 +56,7 @@ def train_rewinding(local_rank: int, config: Mapping[str, Any], resume: bool = F
         from e3relax.engine.trainer import training
     config = copy.deepcopy(dict(config))
     optim = config["optim"]
-    limit, factor = int(optim.get("nonfinite_rewinds") or 0), float(optim.get("rewind_lr_factor") or 0.5)
+    limit, factor = int(optim["nonfinite_rewinds"]), float(optim["rewind_lr_factor"])
     last = Path(config["run_dir"]) / "checkpoints" / "last.pt"
     rewinds: list[dict[str, Any]] = []
     while True:
