@@ -73,6 +73,26 @@ def test_plan_and_progress_lines():
     assert "2 runs at a time" in plan and "about 3.3 min in all" in plan
 
 
+def test_time_left_follows_what_finished_runs_cost():
+    """A run resumed near its end must not make the rest look short: the estimate uses each finished
+    run's own training seconds (earlier sessions included), capped by the budget per run."""
+    class Run:
+        label = "E3Relax"
+
+    p = Progress(6, 7200.0, 0.0, t_start=0.0, jobs=2)
+    p.skip({"time_used_s": 3585.0})  # finished in an earlier session
+    plan = p.plan([Run()] * 3, [0, 1], 32, 0, "b")
+    assert "1 of them finished earlier and are kept" in plan
+    assert "about 180.0 min in all" in plan  # 5 left, 3 waves of the first run's 1 h (+15 s testing)
+    line = p.step({"time_used_s": 3585.0, "resumed": True})  # resumed: cost its whole training, not this session's
+    assert line.startswith("2/6 runs done (33%)") and "about 120.0 min left" in line
+    p.step({"time_used_s": 1e9})  # a record over the cap: the cap bounds the estimate
+    assert p._per_run() == 3600.0  # median of 3600, 3600, 1e9 + 15
+    capped = Progress(2, 100.0, 0.0, t_start=0.0)
+    capped.step({"time_used_s": 1e9})
+    assert capped._per_run() == 100.0
+
+
 def _capture(monkeypatch):
     """Keep the figure objects figures._save would close."""
     kept = []

@@ -222,7 +222,6 @@ class Comparison:
         total = len(self.runs) * len(self.seeds)
         progress = Progress(total, estimate_run_s(self.budget.wall_s or self.budget.cpu_s, len(test_ds)),
                             estimate_chgnet_s(self.chgnet, self.jobs), t_start, self.jobs)
-        log.info("plan: %s", progress.plan(self.runs, self.seeds, len(test_ds), self.chgnet, self.budget_text))
         self._dummy(test_ds)
         self._prior(test_ds, LmdbDataset(splits["train"]))
         specs = []
@@ -234,11 +233,12 @@ class Comparison:
                 if old is not None:
                     log.info("%s seed %d: finished earlier, kept", run.label, seed)
                     entry["seeds"][str(seed)] = old
-                    progress.skip()
+                    progress.skip(old)
                     continue
                 specs.append(job_spec(run, seed, splits, self.budget, self.out, self.device, self.match_max,
                                       self.timing_structures, self.frames, self.progress_bar))
         self._keep_earlier(prev)
+        log.info("plan: %s", progress.plan(self.runs, self.seeds, len(test_ds), self.chgnet, self.budget_text))
         if specs and self.jobs > 1:
             log.info("running %d (model, seed) jobs, %d at a time in their own processes (OMP_NUM_THREADS=1)",
                      len(specs), self.jobs)
@@ -255,7 +255,7 @@ class Comparison:
                          "(Dummy %.4f / %.4f / %.3f)", entry["label"], seed, record["steps"], m[MAE_POS],
                          m["shape_dev"], m["mae_vol"], d[MAE_POS], d["shape_dev"], d["mae_vol"])
             self._save()
-            log.info("progress: %s", progress.step())
+            log.info("progress: %s", progress.step(record))
 
         run_jobs(specs, self.jobs, done)
         self._figures()
