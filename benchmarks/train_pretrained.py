@@ -20,9 +20,10 @@ Usage (from the repository root, raw data in ../shared/data)::
     OMP_NUM_THREADS=1 python benchmarks/train_pretrained.py train srnbh --seed 0 --budget-min 20 &
     python benchmarks/train_pretrained.py finalize --budget-min 20
 
-The checkpoints shipped now were trained before the recipe was chosen (F = 64, 32 radial
-functions, lr 5e-4 with plateau decay, 20 CPU-minutes per member); each model card describes the
-configuration its checkpoints carry.
+To continue a shipped member instead of starting over (its run folder gone), add
+``--init-from lib/pretrained/<name>_s<seed>.pt``; ``--resume`` continues a run folder that still
+exists. Each model card (``lib/pretrained/<name>.md``) gives the configuration its checkpoints
+carry and how they were trained, including any such continuation.
 """
 from __future__ import annotations
 
