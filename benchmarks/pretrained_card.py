@@ -40,10 +40,33 @@ def training_lines(members: Sequence[str], records: Sequence[Mapping[str, Any]])
         best = r.get("best_val")
         rows.append(f"| {m} | {r.get('iteration', '?')} | {hours:.2f} | "
                     f"{best:.4f} | {_stop_reason(r)} | {'yes' if r.get('converged') else 'no'} | "
-                    f"{Path(r['init_from']).name if r.get('init_from') else 'the recipe initialisation'}"
+                    f"{_started_from(r)}"
                     f"{'; stopped and resumed (the last budget counts)' if r.get('resumed') else ''} |"
                     if best is not None else f"| {m} | ? | ? | ? | no record | ? | ? |")
     return rows
+
+
+def _started_from(rec: Mapping[str, Any]) -> str:
+    if not rec.get("init_from"):
+        return "the recipe initialisation"
+    earlier = (rec.get("training") or {}).get("earlier_time_used_s")
+    trained = f", trained {earlier / 3600:.2f} CPU-hours before" if earlier is not None else ""
+    return f"{Path(rec['init_from']).name}{trained}"
+
+
+def training_hours(records: Sequence[Mapping[str, Any]]) -> str:
+    """CPU-hours of this round of training and, when every member's starting weights record theirs,
+    in all."""
+    hours = sum((r.get("time_used_s") or 0) for r in records) / 3600
+    text = f"{hours:.2f} CPU-hours in all"
+    if not any(r.get("init_from") for r in records):
+        return text
+    earlier = [(r.get("training") or {}).get("earlier_time_used_s") if r.get("init_from") else 0.0
+               for r in records]
+    if any(e is None for e in earlier):
+        return f"{hours:.2f} CPU-hours in this round, after training of unrecorded length"
+    total = hours + sum(earlier) / 3600
+    return f"{hours:.2f} CPU-hours in this round, {total:.2f} in all with the training the members continued"
 
 
 def test_lines(name: str, members: Mapping[str, Mapping[str, float]], ensemble: Mapping[str, float],
@@ -76,7 +99,6 @@ def card(name: str, *, report: Mapping[str, Any], layout: str, config: Mapping[s
     """The card's markdown."""
     c = report["counts"]
     where = "the canonical one" if frame == "canonical" else "the datasets' own cells, as trained"
-    hours = sum((r.get("time_used_s") or 0) for r in records) / 3600
     lines = [
         f"# Pretrained E3Relax: `{name}`", "",
         f"- **Data**: `{layout}` layout of the public `{name}` DFT relaxation set "
@@ -88,7 +110,7 @@ def card(name: str, *, report: Mapping[str, Any], layout: str, config: Mapping[s
         f"({config['schedule'].get('lr_schedule')} over the cap, {config['schedule'].get('warmup_steps')} warmup steps), "
         f"batch {config.get('data', {}).get('batch_size', '?')}, validation every {config['schedule']['epoch_length']} steps, early stop "
         f"after {config['schedule'].get('early_stop_patience')} validations without improvement.",
-        f"- **Training**: `{command}`; one CPU thread per member, no GPU; {hours:.2f} CPU-hours in all.",
+        f"- **Training**: `{command}`; one CPU thread per member, no GPU; {training_hours(records)}.",
         "- **Files**: " + ", ".join(f"`{m.name}` ({m.stat().st_size / 1e6:.2f} MB)" for m in members), "",
         "## Training of each member", "", *training_lines([m.stem for m in members], records), "",
     ]

@@ -106,7 +106,8 @@ def train_lmdb(name: str, seed: int) -> Path:
 
 
 def train(name: str, seed: int, budget_min: float | None, patience: int | None = None,
-          init_from: str | None = None, resume: bool = False, canonical: bool = False) -> Path:
+          init_from: str | None = None, resume: bool = False, canonical: bool = False,
+          init_cpu_hours: float | None = None) -> Path:
     """Train one member; ``resume`` continues its run folder from ``last.pt``. The run's summary
     (validation history, CPU time, plateau verdict) is written to ``RUN/trained.json``. Members are
     always scored on the published pairs (``data/<name>``), whatever frame they train in."""
@@ -120,6 +121,9 @@ def train(name: str, seed: int, budget_min: float | None, patience: int | None =
     cfg = run_config(name, seed, budget_min, patience, init_from, canonical)
     run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (run_dir / "lineage.json").unlink(missing_ok=True)  # a fresh run: its own starting point
+    lineage(run_dir, init_from, init_cpu_hours)
     (run_dir / "run.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     from e3relax.engine.config import resolve_config
 
@@ -128,7 +132,8 @@ def train(name: str, seed: int, budget_min: float | None, patience: int | None =
                                           "best_val_pooled_mae_pos", "structures_per_cpu_s",
                                           "skipped_nonfinite_steps")}
     record.update(convergence([(it, v) for it, v in summary.get("val_history") or []]),
-                  budget_min=budget_min, init_from=init_from, resumed=resume, canonical_frame=canonical)
+                  budget_min=budget_min, init_from=init_from or lineage(run_dir, None).get("init_from"),
+                  resumed=resume, canonical_frame=canonical)
     (run_dir / "trained.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({k: record[k] for k in ("iteration", "time_used_s", "best_val", "converged")}), flush=True)
     return run_dir
@@ -143,16 +148,48 @@ def evaluate(name: str, seed: int) -> Path:
     return out
 
 
-def export(name: str, seed: int) -> Path:
-    """Slim copy of ``best.pt`` with the training data's graph settings and volume-ratio range."""
+def lineage(run_dir: Path, init_from: str | None, init_cpu_hours: float | None = None) -> dict:
+    """What the member's weights were trained for before this run folder: ``earlier_time_used_s``
+    (None: unknown), read once from the ``training`` record of the ``init_from`` file (or, for a file
+    without one, ``init_cpu_hours``) and kept in ``RUN/lineage.json``, so exporting again after that
+    file was overwritten by this member does not count its time twice."""
+    path = run_dir / "lineage.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    earlier = None
+    if init_from:
+        from e3relax.engine.checkpoint import load_checkpoint
+
+        earlier = (load_checkpoint(init_from).get("training") or {}).get("time_used_s")
+        if earlier is None and init_cpu_hours is not None:
+            earlier = float(init_cpu_hours) * 3600
+    record = {"init_from": Path(init_from).name if init_from else None, "earlier_time_used_s": earlier}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def export(name: str, seed: int, init_cpu_hours: float | None = None) -> Path:
+    """Slim copy of ``best.pt`` with the training data's graph settings, volume-ratio range and
+    training time (this run's plus that of the weights it started from, when known)."""
     from e3relax.datasets.reader import LmdbDataset
     from e3relax.predict.pretrained import export_slim, training_statistics
 
+    run_dir = WORK / f"{name}_s{seed}"
     lmdb = train_lmdb(name, seed)
     stats = training_statistics(lmdb)
     graph = LmdbDataset(lmdb).metadata["graph"]
-    dst = export_slim(WORK / f"{name}_s{seed}" / "checkpoints" / "best.pt", OUT / f"{name}_s{seed}.pt",
-                      graph=graph, predict=stats)
+    from pretrained_card import member_record
+
+    rec = member_record(run_dir)
+    before = lineage(run_dir, rec.get("init_from"), init_cpu_hours)
+    own = float(rec.get("time_used_s") or 0.0)
+    earlier = before["earlier_time_used_s"]
+    training = {"this_run_time_used_s": own, "steps": int(rec.get("iteration") or 0),
+                "init_from": before["init_from"], "earlier_time_used_s": earlier,
+                "time_used_s": own + earlier if earlier is not None else None}
+    dst = export_slim(run_dir / "checkpoints" / "best.pt", OUT / f"{name}_s{seed}.pt",
+                      graph=graph, predict=stats, training=training)
     print(f"exported {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
     return dst
 
@@ -200,7 +237,8 @@ def finalize(budget_min: float | None = None, names: list[str] | None = None) ->
             quality.update(uncertainty_quality(test["uncertainty"], test["mae_pos"]))
             q = uncertainty_quality(test["uncertainty"], test["mae_pos"], threshold=threshold)
             quality["thr_flagged_fraction"], quality["thr_recall_worst"] = q["flagged_fraction"], q["recall_worst"]
-        records = [member_record(WORK / m.stem) for m in members]
+        records = [{**member_record(WORK / m.stem), "training": load_checkpoint(m).get("training") or {}}
+                   for m in members]
         member_tests = {m.stem: json.loads((WORK / m.stem / "eval_test" / "summary.json").read_text())["model"]
                         for m in members}
         references = reference_lines(data, None, split="test")
@@ -253,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("export", help="evaluate and export a trained member")
     e.add_argument("name", choices=sorted(DATASETS))
     e.add_argument("--seed", type=int, default=0)
+    for sp in (t, e):
+        sp.add_argument("--init-cpu-hours", type=float, default=None,
+                        help="CPU-hours the --init-from weights were trained for, if their file does not "
+                             "record it (members shipped before it did)")
     f = sub.add_parser("finalize", help="write index.json and the model cards")
     f.add_argument("--budget-min", type=float, default=None, help="the members' budget (for the model card)")
     f.add_argument("names", nargs="*", metavar="NAME",
@@ -260,12 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "train":
         train(args.name, args.seed, args.budget_min, args.patience, args.init_from, args.resume,
-              args.canonical_frame)
+              args.canonical_frame, args.init_cpu_hours)
         if not args.no_export:
-            export(args.name, args.seed)
+            export(args.name, args.seed, args.init_cpu_hours)
             evaluate(args.name, args.seed)
     elif args.cmd == "export":
-        export(args.name, args.seed)
+        export(args.name, args.seed, args.init_cpu_hours)
         evaluate(args.name, args.seed)
     else:
         unknown = sorted(set(args.names) - set(DATASETS))

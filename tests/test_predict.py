@@ -183,6 +183,8 @@ def test_pretrained_names_and_slim_export(ckpts, tmp_path):
     ck = load_checkpoint(slim)
     assert ck["config"]["graph"] == GRAPH and ck["predict"]["volume_ratio"] == [0.9, 1.1]
     assert set(ck) == {"format_version", "config", "ema_model", "predict"}
+    timed = load_checkpoint(export_slim(ckpts[1], tmp_path / "timed.pt", training={"time_used_s": 90.5, "steps": 7}))
+    assert timed["training"] == {"time_used_s": 90.5, "steps": 7}  # loads with weights_only=True
     with pytest.raises(FileNotFoundError, match=r"checkpoint 'nope'.*shipped: toy"):
         resolve_checkpoints("nope", folder=tmp_path)
     a = structures()[0]

@@ -3,12 +3,24 @@ beside the Dummy and the prior, with the goal verdicts computed from the numbers
 from __future__ import annotations
 
 import importlib.util
+import json
+import sys
 from pathlib import Path
 
-SPEC = importlib.util.spec_from_file_location(
-    "pretrained_card", Path(__file__).resolve().parents[1] / "benchmarks" / "pretrained_card.py")
-card = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(card)
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)  # train_pretrained imports pretrained_card by name
+    spec.loader.exec_module(module)
+    return module
+
+
+card = _load("pretrained_card")
 
 REFS = {"Dummy": {"mae_pos": 0.6, "shape_dev": 20.0, "mae_vol": 20.0},
         "atomic-volume prior": {"mae_pos": 0.58, "shape_dev": 18.0, "mae_vol": 7.0}}
@@ -39,3 +51,33 @@ def test_training_rows_say_why_each_member_stopped():
     assert "| a_s0 | 1600 | 0.12 | 0.6081 | early stop" in rows[2] and "| yes |" in rows[2]
     assert "hit the cap of 40 CPU-min" in rows[3] and "| no | pnictides_s1.pt |" in rows[3]
     assert rows[4] == "| a_s2 | ? | ? | ? | no record | ? | ? |"
+
+
+def test_card_counts_the_training_the_members_continued():
+    recs = [{"iteration": 9000, "time_used_s": 3600.0, "best_val": 0.35, "converged": False, "time_limit_hit": True,
+             "budget_min": 60.0, "init_from": "pnictides_s0.pt", "training": {"earlier_time_used_s": 4800.0}},
+            {"iteration": 8000, "time_used_s": 1800.0, "best_val": 0.36, "converged": False, "time_limit_hit": False,
+             "init_from": "pnictides_s1.pt", "training": {"earlier_time_used_s": 4500.0}}]
+    assert "| pnictides_s0.pt, trained 1.33 CPU-hours before |" in card.training_lines(["a", "b"], recs)[2]
+    assert card.training_hours(recs) == "1.50 CPU-hours in this round, 4.08 in all with the training the members continued"
+    recs[1]["training"] = {}
+    assert card.training_hours(recs) == "1.50 CPU-hours in this round, after training of unrecorded length"
+    assert card.training_hours([{"time_used_s": 720.0}]) == "0.20 CPU-hours in all"
+
+
+def test_lineage_is_read_once_so_a_second_export_does_not_count_twice(tmp_path):
+    train_pretrained = _load("train_pretrained")
+    init = tmp_path / "member.pt"
+    torch.save({"format_version": 1, "config": {}, "training": {"time_used_s": 1200.0}}, init)
+    run = tmp_path / "run"
+    assert train_pretrained.lineage(run, str(init)) == {"init_from": "member.pt", "earlier_time_used_s": 1200.0}
+    # the export then overwrites the init file with this member (its own time added) ...
+    torch.save({"format_version": 1, "config": {}, "training": {"time_used_s": 5000.0}}, init)
+    # ... and exporting again still counts 1200 s before this run
+    assert train_pretrained.lineage(run, str(init))["earlier_time_used_s"] == 1200.0
+    assert json.loads((run / "lineage.json").read_text())["earlier_time_used_s"] == 1200.0
+    legacy = tmp_path / "legacy.pt"  # a file from before members recorded their training time
+    torch.save({"format_version": 1, "config": {}}, legacy)
+    assert train_pretrained.lineage(tmp_path / "r2", str(legacy), init_cpu_hours=1.25)["earlier_time_used_s"] == 4500.0
+    assert train_pretrained.lineage(tmp_path / "r3", str(legacy))["earlier_time_used_s"] is None
+    assert train_pretrained.lineage(tmp_path / "r4", None) == {"init_from": None, "earlier_time_used_s": None}

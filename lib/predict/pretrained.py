@@ -113,7 +113,8 @@ def training_statistics(lmdb_path: str | Path, quantiles: tuple[float, float] = 
 
 
 def export_slim(src: str | Path, dst: str | Path, *, graph: Mapping[str, Any] | None = None,
-                predict: Mapping[str, Any] | None = None, weights: str = "ema") -> Path:
+                predict: Mapping[str, Any] | None = None, weights: str = "ema",
+                training: Mapping[str, Any] | None = None) -> Path:
     """Write a slim copy of a run checkpoint: config (+ graph), chosen weights, prediction statistics.
 
     Args:
@@ -122,6 +123,9 @@ def export_slim(src: str | Path, dst: str | Path, *, graph: Mapping[str, Any] | 
         graph: graph settings to record (default: :func:`graph_spec` of the source).
         predict: prediction statistics (``volume_ratio`` range, ``uncertainty`` threshold, ...).
         weights: ``ema`` or ``model``.
+        training: how the weights were trained (plain numbers and strings, e.g. ``time_used_s``
+            summed over every run they continued from), kept as ``training`` so a later run that
+            starts from this file can add its own time to it.
     """
     from e3relax.engine.checkpoint import load_checkpoint, model_weights
 
@@ -137,6 +141,8 @@ def export_slim(src: str | Path, dst: str | Path, *, graph: Mapping[str, Any] | 
         slim["train_elements"] = {int(z): list(v) for z, v in ckpt["train_elements"].items()}
     if ckpt.get("train_frame") is not None:
         slim["train_frame"] = str(ckpt["train_frame"])
+    if training:
+        slim["training"] = dict(training)
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, dst)
