@@ -300,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("names", nargs="*", metavar="NAME",
                    help=f"only these sets, of {', '.join(sorted(DATASETS))} (default: every set with members)")
     args = p.parse_args(argv)
+    if getattr(args, "init_from", None):  # the run's records outlive this working directory
+        args.init_from = str(Path(args.init_from).resolve())
     if args.cmd == "train":
         train(args.name, args.seed, args.budget_min, args.patience, args.init_from, args.resume,
               args.canonical_frame, args.init_cpu_hours)
