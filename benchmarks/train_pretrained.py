@@ -303,8 +303,17 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "init_from", None):  # the run's records outlive this working directory
         args.init_from = str(Path(args.init_from).resolve())
     if args.cmd == "train":
-        train(args.name, args.seed, args.budget_min, args.patience, args.init_from, args.resume,
-              args.canonical_frame, args.init_cpu_hours)
+        from e3relax.errors import Interrupted
+
+        try:
+            train(args.name, args.seed, args.budget_min, args.patience, args.init_from, args.resume,
+                  args.canonical_frame, args.init_cpu_hours)
+        except (Interrupted, KeyboardInterrupt) as exc:
+            again = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]
+            what = "; ".join(str(exc).split("; ")[:2]) or "stopped"  # the signal, the step, the saved file
+            print(f"train_pretrained: {what}; continue with: python "
+                  f"benchmarks/train_pretrained.py {' '.join(again)} --resume", file=sys.stderr)
+            return 130
         if not args.no_export:
             export(args.name, args.seed, args.init_cpu_hours)
             evaluate(args.name, args.seed)

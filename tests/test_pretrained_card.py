@@ -81,3 +81,20 @@ def test_lineage_is_read_once_so_a_second_export_does_not_count_twice(tmp_path):
     assert train_pretrained.lineage(tmp_path / "r2", str(legacy), init_cpu_hours=1.25)["earlier_time_used_s"] == 4500.0
     assert train_pretrained.lineage(tmp_path / "r3", str(legacy))["earlier_time_used_s"] is None
     assert train_pretrained.lineage(tmp_path / "r4", None) == {"init_from": None, "earlier_time_used_s": None}
+
+
+def test_a_stopped_member_says_how_to_continue_it(monkeypatch, capsys):
+    from e3relax.errors import Interrupted
+
+    train_pretrained = _load("train_pretrained")
+
+    def stopped(*args, **kwargs):
+        raise Interrupted(15, "SIGTERM: stopped at iteration 8444; saved RUN/checkpoints/last.pt; continue with: e3relax ...")
+
+    monkeypatch.setattr(train_pretrained, "train", stopped)
+    argv = ["train", "pnictides", "--seed", "2", "--canonical-frame", "--budget-min", "120", "--no-export"]
+    assert train_pretrained.main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == ("train_pretrained: SIGTERM: stopped at iteration 8444; saved RUN/checkpoints/last.pt; continue with: "
+                   "python benchmarks/train_pretrained.py train pnictides --seed 2 --canonical-frame --budget-min 120 "
+                   "--no-export --resume")
