@@ -83,7 +83,7 @@ def test_time_left_follows_what_finished_runs_cost():
     p.skip({"time_used_s": 3585.0})  # finished in an earlier session
     plan = p.plan([Run()] * 3, [0, 1], 32, 0, "b")
     assert "1 of them finished earlier and are kept" in plan
-    assert "about 180.0 min in all" in plan  # 5 left, 3 waves of the first run's 1 h (+15 s testing)
+    assert "about 180.0 min for the 5 left" in plan  # 5 left, 3 waves of the first run's 1 h (+15 s testing)
     line = p.step({"time_used_s": 3585.0, "resumed": True})  # resumed: cost its whole training, not this session's
     assert line.startswith("2/6 runs done (33%)") and "about 120.0 min left" in line
     p.step({"time_used_s": 1e9})  # a record over the cap: the cap bounds the estimate

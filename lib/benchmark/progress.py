@@ -45,7 +45,8 @@ class Progress:
             what += f"; {self.jobs} runs at a time, one process each"
         if self.run_s is None:
             return what + "; no time budget, so the duration is estimated after the first run"
-        return what + f"; expected about {minutes(self._left())} in all"
+        rest = f"for the {self.total - self.done} left" if self.skipped else "in all"
+        return what + f"; expected about {minutes(self._left())} {rest}"
 
     def skip(self, record: Mapping[str, Any] | None = None) -> None:
         self.done += 1
