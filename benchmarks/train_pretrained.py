@@ -123,7 +123,7 @@ def train(name: str, seed: int, budget_min: float | None, patience: int | None =
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         (run_dir / "lineage.json").unlink(missing_ok=True)  # a fresh run: its own starting point
-    lineage(run_dir, init_from, init_cpu_hours)
+    before = lineage(run_dir, init_from, init_cpu_hours)
     (run_dir / "run.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     from e3relax.engine.config import resolve_config
 
@@ -132,7 +132,7 @@ def train(name: str, seed: int, budget_min: float | None, patience: int | None =
                                           "best_val_pooled_mae_pos", "structures_per_cpu_s",
                                           "skipped_nonfinite_steps")}
     record.update(convergence([(it, v) for it, v in summary.get("val_history") or []]),
-                  budget_min=budget_min, init_from=init_from or lineage(run_dir, None).get("init_from"),
+                  budget_min=budget_min, init_from=init_from or before["init_from"],
                   resumed=resume, canonical_frame=canonical)
     (run_dir / "trained.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({k: record[k] for k in ("iteration", "time_used_s", "best_val", "converged")}), flush=True)
