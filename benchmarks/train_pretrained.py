@@ -50,12 +50,13 @@ RECIPE = ROOT / "benchmarks" / "configs" / "train_e3relax_cpu.yaml"
 
 
 def run_config(name: str, seed: int, budget_min: float | None = None, patience: int | None = None,
-               init_from: str | None = None, canonical: bool = False) -> dict:
+               init_from: str | None = None, canonical: bool = False, lr: float | None = None) -> dict:
     """The ``e3relax train`` config of one ensemble member: the CPU recipe on this dataset
     (``budget_min`` CPU-minutes, the cap; None: the recipe's own time limit), stopped early after
     ``patience`` validations without improvement (None: the recipe's), optionally starting from the
     EMA weights of ``init_from`` (a member trained before, when its run folder is gone), on pairs
-    in the canonical frame if ``canonical`` (so the member predicts in that frame by default)."""
+    in the canonical frame if ``canonical`` (so the member predicts in that frame by default), with
+    peak learning rate ``lr`` (None: the recipe's; a lower one anneals a continued member)."""
     import yaml
 
     cfg = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
@@ -70,6 +71,8 @@ def run_config(name: str, seed: int, budget_min: float | None = None, patience: 
         cfg["schedule"]["early_stop_patience"] = patience
     if init_from:
         cfg["init_from"] = str(init_from)
+    if lr is not None:
+        cfg["optim"]["lr"] = float(lr)
     cfg["log"] = {**cfg.get("log", {}), "progress_bar": False, "tensorboard": False, "figures": False}
     return cfg
 
@@ -107,7 +110,7 @@ def train_lmdb(name: str, seed: int) -> Path:
 
 def train(name: str, seed: int, budget_min: float | None, patience: int | None = None,
           init_from: str | None = None, resume: bool = False, canonical: bool = False,
-          init_cpu_hours: float | None = None) -> Path:
+          init_cpu_hours: float | None = None, lr: float | None = None) -> Path:
     """Train one member; ``resume`` continues its run folder from ``last.pt``. The run's summary
     (validation history, CPU time, plateau verdict) is written to ``RUN/trained.json``. Members are
     always scored on the published pairs (``data/<name>``), whatever frame they train in."""
@@ -118,7 +121,7 @@ def train(name: str, seed: int, budget_min: float | None, patience: int | None =
 
     convert(name)
     convert(name, canonical)
-    cfg = run_config(name, seed, budget_min, patience, init_from, canonical)
+    cfg = run_config(name, seed, budget_min, patience, init_from, canonical, lr)
     run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
@@ -194,6 +197,20 @@ def export(name: str, seed: int, init_cpu_hours: float | None = None) -> Path:
     return dst
 
 
+def member_command(name: str, budget_min: float | None, canonical: bool, continued: bool = False,
+                   lr: float | None = None) -> str:
+    """The command that trained each member of a round, for its model card: ``continued`` members
+    started from the shipped weights; ``lr`` is given when it is not the recipe's."""
+    import yaml
+
+    recipe_lr = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))["optim"]["lr"]
+    return (f"OMP_NUM_THREADS=1 python benchmarks/train_pretrained.py train {name} --seed S"
+            + (f" --init-from lib/pretrained/{name}_sS.pt" if continued else "")
+            + (f" --lr {lr:g}" if lr is not None and float(lr) != float(recipe_lr) else "")
+            + (f" --budget-min {budget_min:g}" if budget_min else "")
+            + (" --canonical-frame" if canonical else ""))
+
+
 def pretrained_index_file() -> dict:
     path = OUT / "index.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -242,18 +259,17 @@ def finalize(budget_min: float | None = None, names: list[str] | None = None) ->
         member_tests = {m.stem: json.loads((WORK / m.stem / "eval_test" / "summary.json").read_text())["model"]
                         for m in members}
         references = reference_lines(data, None, split="test")
+        first_lmdb = train_lmdb(name, int(members[0].stem.rsplit("_s", 1)[1]))
         figure = None
         curves = {m.stem: r["val_records"] for m, r in zip(members, records) if r.get("val_records")}
-        if curves:
+        if curves:  # the members validated on the pairs of their training frame: the lines too
             figure = f"{name}_curves.png"
-            plot_curves(curves, reference_lines(data, DATASETS[name]["max_val"]), OUT / figure,
+            plot_curves(curves, reference_lines(first_lmdb.parent, DATASETS[name]["max_val"]), OUT / figure,
                         f"{name}: validation of each member (CPU recipe, one thread)")
         run_yaml = WORK / members[0].stem / "run.yaml"  # what the members were trained with
         config = yaml.safe_load(run_yaml.read_text()) if run_yaml.exists() else load_checkpoint(members[0])["config"]
-        first_lmdb = train_lmdb(name, int(members[0].stem.rsplit("_s", 1)[1]))
-        command = (f"OMP_NUM_THREADS=1 python benchmarks/train_pretrained.py train {name} --seed S"
-                   + (f" --budget-min {budget_min:g}" if budget_min else "")
-                   + (" --canonical-frame" if first_lmdb.parent.name.endswith("_canonical") else ""))
+        command = member_command(name, budget_min, first_lmdb.parent.name.endswith("_canonical"),
+                                 continued=any(r.get("init_from") for r in records), lr=config["optim"].get("lr"))
         text = card(name, report=json.loads((data / "report.json").read_text()), layout=DATASETS[name]["layout"],
                     config=config, graph=LmdbDataset(first_lmdb).metadata["graph"], members=members,
                     records=records, member_tests=member_tests, ensemble=ens, references=references,
@@ -284,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="stop after this many validations without improvement; default: the recipe's")
     t.add_argument("--init-from", default=None, help="start from these weights (a shipped member)")
     t.add_argument("--resume", action="store_true", help="continue the member's run folder from last.pt")
+    t.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default: the recipe's); with --init-from, a lower one anneals the member")
     t.add_argument("--canonical-frame", action="store_true",
                    help="train on the pairs converted with --canonical-frame (the member then predicts in "
                         "the canonical frame by default); scored on the published pairs either way")
@@ -307,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             train(args.name, args.seed, args.budget_min, args.patience, args.init_from, args.resume,
-                  args.canonical_frame, args.init_cpu_hours)
+                  args.canonical_frame, args.init_cpu_hours, args.lr)
         except (Interrupted, KeyboardInterrupt) as exc:
             again = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]
             what = "; ".join(str(exc).split("; ")[:2]) or "stopped"  # the signal, the step, the saved file

@@ -98,3 +98,23 @@ def test_a_stopped_member_says_how_to_continue_it(monkeypatch, capsys):
     assert err == ("train_pretrained: SIGTERM: stopped at iteration 8444; saved RUN/checkpoints/last.pt; continue with: "
                    "python benchmarks/train_pretrained.py train pnictides --seed 2 --canonical-frame --budget-min 120 "
                    "--no-export --resume")
+
+
+def test_a_lower_peak_rate_anneals_a_continued_member_and_the_card_says_so(monkeypatch):
+    train_pretrained = _load("train_pretrained")
+    recipe = train_pretrained.run_config("pnictides", 1)
+    cfg = train_pretrained.run_config("pnictides", 1, budget_min=25, patience=40,
+                                      init_from="/x/pnictides_s1.pt", canonical=True, lr=3e-4)
+    assert cfg["optim"]["lr"] == 3e-4 and recipe["optim"]["lr"] == 1e-3
+    assert cfg["init_from"] == "/x/pnictides_s1.pt" and cfg["schedule"]["time_limit_s"] == 1500
+    assert cfg["schedule"]["early_stop_patience"] == 40
+    assert cfg["data"]["train"].endswith("pnictides_canonical/train.lmdb")
+    assert train_pretrained.member_command("pnictides", 25, True, continued=True, lr=3e-4) == (
+        "OMP_NUM_THREADS=1 python benchmarks/train_pretrained.py train pnictides --seed S "
+        "--init-from lib/pretrained/pnictides_sS.pt --lr 0.0003 --budget-min 25 --canonical-frame")
+    assert train_pretrained.member_command("srnbh", None, False, lr=1e-3) == (
+        "OMP_NUM_THREADS=1 python benchmarks/train_pretrained.py train srnbh --seed S")
+    seen = {}
+    monkeypatch.setattr(train_pretrained, "train", lambda *a: seen.setdefault("args", a))
+    assert train_pretrained.main(["train", "pnictides", "--seed", "1", "--lr", "3e-4", "--no-export"]) == 0
+    assert seen["args"][-1] == 3e-4
