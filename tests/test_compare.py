@@ -320,6 +320,10 @@ def test_parallel_comparison_continues_where_it_stopped(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "2 runs at a time" in first.stdout and "running 2 (model, seed) jobs" in first.stdout
     assert (out / "records" / "e3relax_s0.json").is_file() and (out / "jobs" / "painn_s0.log").is_file()
+    log = (out / "jobs" / "painn_s0.log").read_text()  # each validation shows in the job's log, nothing else of the engine
+    assert "e3relax.engine.trainer: iteration 2: val mae_pos" in log and "iteration 4: val" in log
+    assert not any(" e3relax.engine." in line and "e3relax.engine.trainer" not in line and " INFO " in line
+                   for line in log.splitlines())
     doc = json.loads((out / "results.json").read_text())
     assert set(doc["models"]["painn"]["seeds"]) == {"0"} and set(doc["models"]["e3relax"]["seeds"]) == {"0"}
     # stop painn after its training (no record) and e3relax in the middle (a checkpoint, nothing else)

@@ -211,11 +211,18 @@ def _schedule(pending: list, active: list, jobs: int, folder: Path, on_done: Cal
             on_done(spec, json.loads(path.read_text(encoding="utf-8")) if ok else None)
 
 
-def main(argv: list[str] | None = None) -> int:
+def job_logging() -> None:
+    """A job's log (``OUT/jobs/<key>_s<seed>.log``): its own lines and the trainer's (each validation,
+    a resume), without the engine's and libraries' chatter, so an hours-long job shows its progress."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stdout)
     for noisy in ("ignite", "e3relax.engine", "pymatgen"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("e3relax.engine.trainer").setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    job_logging()
     argv = sys.argv[1:] if argv is None else argv
     try:
         run_job(json.loads(Path(argv[0]).read_text(encoding="utf-8")))
