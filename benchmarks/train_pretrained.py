@@ -99,13 +99,32 @@ def convert(name: str, canonical: bool = False) -> Path:
 
 def train_lmdb(name: str, seed: int) -> Path:
     """The training LMDB a member's run used (its ``run.yaml``), so the exported statistics, graph
-    settings and prediction frame are those it was trained with."""
+    settings and prediction frame are those it was trained with; with the run folder gone, the set
+    in the frame the shipped member records (``predict.frame``)."""
     import yaml
 
     run_yaml = WORK / f"{name}_s{seed}" / "run.yaml"
     if run_yaml.exists():
         return Path(yaml.safe_load(run_yaml.read_text())["data"]["train"])
+    shipped = OUT / f"{name}_s{seed}.pt"
+    if shipped.exists():
+        from e3relax.engine.checkpoint import load_checkpoint
+
+        frame = (load_checkpoint(shipped).get("predict") or {}).get("frame")
+        return data_dir(name, frame == "canonical") / "train.lmdb"
     return data_dir(name) / "train.lmdb"
+
+
+def member_history(member: Path) -> dict:
+    """A shipped member's training record for its card: its run folder's ``trained.json`` or, with
+    that folder gone, the copy the exported file carries; ``training`` is the file's time record."""
+    from pretrained_card import member_record
+
+    from e3relax.engine.checkpoint import load_checkpoint
+
+    training = dict(load_checkpoint(member).get("training") or {})
+    kept = training.pop("record", None) or {}
+    return {**(member_record(WORK / member.stem) or kept), "training": training}
 
 
 def train(name: str, seed: int, budget_min: float | None, patience: int | None = None,
@@ -151,6 +170,14 @@ def evaluate(name: str, seed: int) -> Path:
     return out
 
 
+def member_test(name: str, member: Path) -> Path:
+    """The test summary of a shipped member, scored again if its run folder lost it."""
+    summary = WORK / member.stem / "eval_test" / "summary.json"
+    if not summary.exists():
+        evaluate(name, int(member.stem.rsplit("_s", 1)[1]))
+    return summary
+
+
 def lineage(run_dir: Path, init_from: str | None, init_cpu_hours: float | None = None) -> dict:
     """What the member's weights were trained for before this run folder: ``earlier_time_used_s``
     (None: unknown), read once from the ``training`` record of the ``init_from`` file (or, for a file
@@ -190,7 +217,8 @@ def export(name: str, seed: int, init_cpu_hours: float | None = None) -> Path:
     earlier = before["earlier_time_used_s"]
     training = {"this_run_time_used_s": own, "steps": int(rec.get("iteration") or 0),
                 "init_from": before["init_from"], "earlier_time_used_s": earlier,
-                "time_used_s": own + earlier if earlier is not None else None}
+                "time_used_s": own + earlier if earlier is not None else None,
+                "record": rec}  # the card's curves and verdicts, should the run folder be lost
     dst = export_slim(run_dir / "checkpoints" / "best.pt", OUT / f"{name}_s{seed}.pt",
                       graph=graph, predict=stats, training=training)
     print(f"exported {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
@@ -222,7 +250,7 @@ def finalize(budget_min: float | None = None, names: list[str] | None = None) ->
     import numpy as np
     import torch
     import yaml
-    from pretrained_card import COLUMNS, card, member_record
+    from pretrained_card import COLUMNS, card
 
     from e3relax.benchmark.timed_runs import plot_curves, reference_lines
     from e3relax.datasets.reader import LmdbDataset
@@ -254,10 +282,8 @@ def finalize(budget_min: float | None = None, names: list[str] | None = None) ->
             quality.update(uncertainty_quality(test["uncertainty"], test["mae_pos"]))
             q = uncertainty_quality(test["uncertainty"], test["mae_pos"], threshold=threshold)
             quality["thr_flagged_fraction"], quality["thr_recall_worst"] = q["flagged_fraction"], q["recall_worst"]
-        records = [{**member_record(WORK / m.stem), "training": load_checkpoint(m).get("training") or {}}
-                   for m in members]
-        member_tests = {m.stem: json.loads((WORK / m.stem / "eval_test" / "summary.json").read_text())["model"]
-                        for m in members}
+        records = [member_history(m) for m in members]
+        member_tests = {m.stem: json.loads(member_test(name, m).read_text())["model"] for m in members}
         references = reference_lines(data, None, split="test")
         first_lmdb = train_lmdb(name, int(members[0].stem.rsplit("_s", 1)[1]))
         figure = None

@@ -118,3 +118,26 @@ def test_a_lower_peak_rate_anneals_a_continued_member_and_the_card_says_so(monke
     monkeypatch.setattr(train_pretrained, "train", lambda *a: seen.setdefault("args", a))
     assert train_pretrained.main(["train", "pnictides", "--seed", "1", "--lr", "3e-4", "--no-export"]) == 0
     assert seen["args"][-1] == 3e-4
+
+
+def test_a_shipped_member_carries_its_record_for_the_card_when_its_run_folder_is_gone(tmp_path, monkeypatch):
+    train_pretrained = _load("train_pretrained")
+    monkeypatch.setattr(train_pretrained, "WORK", tmp_path / "work")
+    monkeypatch.setattr(train_pretrained, "OUT", tmp_path / "shipped")
+    (tmp_path / "shipped").mkdir()
+    record = {"iteration": 900, "time_used_s": 600.0, "best_val": 0.31, "converged": True,
+              "val_records": [{"iteration": 250, "cpu_s": 60.0, "mae_pos": 0.33}], "canonical_frame": True}
+    member = tmp_path / "shipped" / "pnictides_s1.pt"
+    torch.save({"format_version": 1, "config": {}, "predict": {"frame": "canonical"},
+                "training": {"time_used_s": 4200.0, "earlier_time_used_s": 3600.0, "record": record}}, member)
+    got = train_pretrained.member_history(member)
+    assert got["val_records"] == record["val_records"] and got["best_val"] == 0.31 and got["converged"]
+    assert got["training"] == {"time_used_s": 4200.0, "earlier_time_used_s": 3600.0}  # the record is not repeated
+    # the run folder, while it exists, is what the card reads
+    run = tmp_path / "work" / "pnictides_s1"
+    run.mkdir(parents=True)
+    (run / "trained.json").write_text(json.dumps({**record, "best_val": 0.30}))
+    assert train_pretrained.member_history(member)["best_val"] == 0.30
+    # the training set of a member whose run folder is gone is the one in the frame it records
+    assert train_pretrained.train_lmdb("pnictides", 1) == tmp_path / "work" / "data" / "pnictides_canonical" / "train.lmdb"
+    assert train_pretrained.train_lmdb("pnictides", 7) == tmp_path / "work" / "data" / "pnictides" / "train.lmdb"
