@@ -41,19 +41,20 @@ def test_runs_table_says_what_stopped_each_run():
     budget = {"steps": 10000, "cpu_s": 2700.0, "wall_s": None, "patience": 10}
     assert tables.stopped_by({"steps": 400, "wall_budget_hit": True}, budget) == "time cap (45 CPU-min)"
     assert tables.stopped_by({"steps": 10000, "wall_budget_hit": False}, budget) == "step cap"
-    assert tables.stopped_by({"steps": 400}, budget).startswith("plateau (10 validations")
+    assert tables.stopped_by({"steps": 400}, budget).startswith("early stop (10 validations")
     assert tables.stopped_by({"steps": 400}, {**budget, "patience": None}) == "end of the budget"
     diverged = {"steps": 3423, "stopped_nonfinite": {"iteration": 3423, "saved_iteration": 3250}}
     assert tables.stopped_by(diverged, budget) == "diverged (non-finite loss at step 3,423)"
     rewound = {"steps": 9000, "rewinds": [{"iteration": 3423, "resumed_from": 3250, "lr": 5e-4}]}
-    assert tables.stopped_by(rewound, budget) == ("plateau (10 validations without improvement), "
+    assert tables.stopped_by(rewound, budget) == ("early stop (10 validations without improvement), "
                                                   "after 1 rewind (non-finite at step 3,423)")
     rec = {"steps": 1500, "best_step": 500, "time_used_s": 600.0, "time_clock": "cpu", "wall_budget_hit": False}
     results = {"meta": {"budget": budget},
-               "models": {"e3relax": {"label": "E3Relax", "seeds": {"1": {**rec, "wall_budget_hit": True}, "0": rec}}}}
+               "models": {"e3relax": {"label": "E3Relax", "seeds": {"1": {**rec, "wall_budget_hit": True},
+                                                                     "0": {**rec, "converged": True}}}}}
     lines = tables._runs_table(results).splitlines()[2:]
-    assert lines[0].startswith("| E3Relax | 0 | 1,500 | 500 | 10.0 | plateau")  # seeds in order
-    assert lines[1].endswith("| time cap (45 CPU-min) |")
+    assert lines[0] == "| E3Relax | 0 | 1,500 | 500 | 10.0 | early stop (10 validations without improvement) | yes |"
+    assert lines[1].endswith("| time cap (45 CPU-min) | no |")  # seeds in order
 
 
 def test_plan_and_progress_lines():

@@ -236,7 +236,7 @@ def stopped_by(rec: Mapping[str, Any], budget: Mapping[str, Any]) -> str:
     elif budget.get("steps") and rec["steps"] >= budget["steps"]:
         reason = "step cap"
     elif budget.get("patience"):
-        reason = f"plateau ({budget['patience']} validations without improvement)"
+        reason = f"early stop ({budget['patience']} validations without improvement)"
     else:
         reason = "end of the budget"
     rewinds = rec.get("rewinds") or []
@@ -247,15 +247,19 @@ def stopped_by(rec: Mapping[str, Any], budget: Mapping[str, Any]) -> str:
 
 
 def _runs_table(results: Mapping[str, Any]) -> str:
-    """One row per (model, seed): steps, best step, CPU-minutes and what stopped it."""
+    """One row per (model, seed): steps, best step, CPU-minutes, what stopped it and whether its
+    validation reached the plateau of the compare rule (an early stop is not one by itself: the run
+    may still have been improving on the scale of its whole length)."""
     budget = results["meta"]["budget"]
     body = []
     for entry in results["models"].values():
         for seed, rec in sorted(entry["seeds"].items(), key=lambda kv: int(kv[0])):
             cpu = _cpu_seconds(rec)
             body.append([entry["label"], seed, f"{rec['steps']:,}", f"{rec.get('best_step') or 0:,}",
-                         "–" if math.isnan(cpu) else f"{cpu / 60:.1f}", stopped_by(rec, budget)])
-    return markdown_table(["Model", "Seed", "Steps", "Best step", "CPU-min of training", "Stopped by"], body)
+                         "–" if math.isnan(cpu) else f"{cpu / 60:.1f}", stopped_by(rec, budget),
+                         "yes" if rec.get("converged") else "no"])
+    return markdown_table(["Model", "Seed", "Steps", "Best step", "CPU-min of training", "Stopped by",
+                           "Plateau (compare rule)"], body)
 
 
 def _processes(ch: Mapping[str, Any]) -> str:
