@@ -140,10 +140,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stdout)
-    for noisy in ("ignite", "ignite.distributed.auto.auto_dataloader", "e3relax.engine", "pymatgen"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from e3relax.benchmark.jobs import job_logging
+
+    job_logging()  # as in each job's own log: the comparison's lines and every validation of the trainer
     args = parse_args(argv)
     from e3relax.benchmark.compare import Comparison
 

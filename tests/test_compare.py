@@ -85,6 +85,10 @@ def test_compare_end_to_end_files(compare_run):
             assert (out / "per_structure" / f"{key}_s{seed}.csv").is_file()
     assert "| E3Relax |" in stdout and "| Dummy |" in stdout  # the table is printed
     assert "Summary (test split, mean over seeds):" in stdout and "is best with" in stdout
+    # a run in this process shows its progress too: each validation, nothing else of the engine
+    assert "e3relax.engine.trainer: iteration 2: val mae_pos" in stdout
+    assert not any(" e3relax.engine." in line and "e3relax.engine.trainer" not in line and " INFO " in line
+                   for line in stdout.splitlines())
 
 
 def test_compare_tables_rows(compare_run):

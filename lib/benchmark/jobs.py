@@ -212,8 +212,9 @@ def _schedule(pending: list, active: list, jobs: int, folder: Path, on_done: Cal
 
 
 def job_logging() -> None:
-    """A job's log (``OUT/jobs/<key>_s<seed>.log``): its own lines and the trainer's (each validation,
-    a resume), without the engine's and libraries' chatter, so an hours-long job shows its progress."""
+    """The log of a comparison and of each job (``OUT/jobs/<key>_s<seed>.log``): their own lines and
+    the trainer's (each validation, a resume), without the engine's and libraries' chatter, so an
+    hours-long run shows its progress whether it runs in its own process or in the comparison's."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stdout)
     for noisy in ("ignite", "e3relax.engine", "pymatgen"):
