@@ -53,6 +53,15 @@ def test_a_resumed_run_continues_the_same_budget(clock):
     resumed.load_state_dict(state)
     second.run(range(100), max_epochs=1)
     assert second.state.iteration == 6 and resumed.hit  # 4 + 6 = 10 seconds in all
+    assert state["wall_used"] == pytest.approx(4.0) and resumed.wall_used() == pytest.approx(10.0)
+
+
+def test_wall_time_of_a_run_resumed_from_an_older_checkpoint_is_unknown(clock):
+    engine, _ = _engine(clock)
+    budget = B.TimeBudget(10.0, clock="wall").attach(engine)
+    budget.load_state_dict({"used": 3.0, "hit": False, "clock": "wall"})  # no "wall_used": written before it was kept
+    engine.run(range(2), max_epochs=1)
+    assert budget.used() == pytest.approx(5.0) and budget.wall_used() is None
 
 
 def test_no_stop_within_budget(clock):

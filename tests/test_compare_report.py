@@ -35,6 +35,12 @@ def test_efficiency_table_counts_cpu_hours_and_cap_hits():
     assert rows["EGNN"][3] == "1.50" and rows["EGNN"][4] == "100/90" and rows["EGNN"][-1].strip(" |") == "1/2"
     assert rows["EGNN"][2] == "5400"  # wall seconds, mean over seeds
     assert rows["PaiNN"][3] == "–" and rows["PaiNN"][-1].strip(" |") == "1/1"  # a wall-clock budget has no CPU figure
+    # a seed that resumed a run whose earlier wall time is unknown makes the mean a lower bound
+    results["models"]["egnn"]["seeds"]["1"]["train_seconds_partial"] = True
+    assert tables._efficiency_table(results).splitlines()[2].split(" | ")[2] == "≥5400"
+    del results["models"]["egnn"]["seeds"]["1"]["train_seconds_partial"]
+    results["models"]["egnn"]["seeds"]["1"]["resumed"] = True  # a record from before the flag: resumed is enough
+    assert tables._efficiency_table(results).splitlines()[2].split(" | ")[2] == "≥5400"
 
 
 def test_runs_table_says_what_stopped_each_run():

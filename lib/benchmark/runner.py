@@ -67,7 +67,11 @@ def train_model(run: ModelRun, seed: int, splits: Mapping[str, Path], budget: Bu
     best = run_dir / "checkpoints" / "best.pt"
     ckpt = best if best.exists() else run_dir / "checkpoints" / "last.pt"
     model, _ = model_from_checkpoint(ckpt, weights="ema", device=device)
-    record = {"train_seconds": seconds, "steps": int(summary.get("iteration") or 0),
+    # wall seconds of the whole run, across resumes, where the budget kept them; else this process's
+    whole = summary.get("wall_used_s")
+    record = {"train_seconds": whole if whole is not None else seconds,
+              "train_seconds_partial": bool(resume and whole is None),
+              "steps": int(summary.get("iteration") or 0),
               "wall_budget_hit": bool(summary.get("time_limit_hit")), "checkpoint": ckpt.name,
               "time_used_s": summary.get("time_used_s"), "time_clock": config["schedule"]["time_clock"],
               "resumed": bool(resume),

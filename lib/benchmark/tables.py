@@ -205,6 +205,14 @@ def _cpu_seconds(rec: Mapping[str, Any]) -> float:
     return float(used) if rec.get("time_clock") == "cpu" and used is not None else math.nan
 
 
+def _train_seconds(seeds: list[Mapping[str, Any]]) -> str:
+    """Mean wall-clock training seconds over seeds; "≥" when a seed resumed a run whose earlier wall
+    time is unknown (records before ``train_seconds_partial``: any resumed run), since its
+    process's own seconds are then a lower bound."""
+    mean = f"{np.mean([s['train_seconds'] for s in seeds]):.0f}"
+    return "≥" + mean if any(s.get("train_seconds_partial", s.get("resumed", False)) for s in seeds) else mean
+
+
 def _efficiency_table(results: Mapping[str, Any]) -> str:
     from e3relax.benchmark.runner import convergence
 
@@ -217,7 +225,7 @@ def _efficiency_table(results: Mapping[str, Any]) -> str:
         t = first["timing"]
         conv = sum(convergence([tuple(h) for h in s.get("val_history", [])])["converged"] for s in seeds)
         cpu = [_cpu_seconds(s) for s in seeds]
-        body.append([entry["label"], f"{first['parameters']:,}", f"{np.mean([s['train_seconds'] for s in seeds]):.0f}",
+        body.append([entry["label"], f"{first['parameters']:,}", _train_seconds(seeds),
                      "–" if all(map(math.isnan, cpu)) else f"{np.nansum(cpu) / 3600:.2f}",
                      "/".join(str(s["steps"]) for s in seeds), f"{t['batch1_ms']:.1f}", f"{t['batched_ms']:.1f}",
                      f"{conv}/{len(seeds)}", f"{sum(bool(s.get('wall_budget_hit')) for s in seeds)}/{len(seeds)}"])
@@ -344,7 +352,8 @@ def render(results: Mapping[str, Any]) -> str:
               "coordinate MAE of the first half by at most 1%, and as not converged with fewer than four "
               "validations. \"Budget cap hit\" counts the seeds that the time budget stopped (a run that "
               "hit it was still improving or had not yet shown its plateau to the early-stopping rule); "
-              "train time is wall-clock, CPU-hours are of each run's own process.", "",
+              "train time is wall-clock, across resumes (≥: a lower bound, where a resumed run's earlier wall time "
+              "is unknown); CPU-hours are of each run's own process.", "",
               "### Every run", "", _runs_table(results), ""]
     if results.get("chgnet"):
         ch = results["chgnet"]

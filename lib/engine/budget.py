@@ -31,6 +31,9 @@ class TimeBudget:
 
     Attributes:
         hit: whether the budget stopped the run.
+
+    It also counts the wall-clock seconds of the run, across resumes (:meth:`wall_used`), which a
+    run's own process alone cannot tell.
     """
 
     def __init__(self, seconds: float, clock: str = "cpu") -> None:
@@ -42,10 +45,19 @@ class TimeBudget:
         self.hit = False
         self._before = 0.0  # used by earlier processes of a resumed run
         self._start: float | None = None
+        self._wall_before: float | None = 0.0  # wall seconds of earlier processes (None: unknown)
+        self._wall_start: float | None = None
 
     def used(self) -> float:
         """Seconds of the budget used so far (this process and any run it resumed)."""
         return self._before + (CLOCKS[self.clock]() - self._start if self._start is not None else 0.0)
+
+    def wall_used(self) -> float | None:
+        """Wall-clock seconds of the run so far, this process and any it resumed; None when it
+        resumed a checkpoint written before this was saved."""
+        if self._wall_before is None:
+            return None
+        return self._wall_before + (CLOCKS["wall"]() - self._wall_start if self._wall_start is not None else 0.0)
 
     def attach(self, trainer: Engine) -> "TimeBudget":
         trainer.add_event_handler(Events.STARTED, self._started)
@@ -54,6 +66,7 @@ class TimeBudget:
 
     def _started(self, engine: Engine) -> None:
         self._start = CLOCKS[self.clock]()
+        self._wall_start = CLOCKS["wall"]()
 
     def _check(self, engine: Engine) -> None:
         if self.hit or self.used() < self.seconds:
@@ -65,12 +78,14 @@ class TimeBudget:
         engine.terminate()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"used": self.used(), "hit": self.hit, "clock": self.clock}
+        return {"used": self.used(), "hit": self.hit, "clock": self.clock, "wall_used": self.wall_used()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("clock", self.clock) != self.clock:
             raise ValueError(f"schedule.time_clock: the run was started with '{state['clock']}', not '{self.clock}'")
         self._before, self.hit = float(state["used"]), bool(state["hit"])
+        wall = state.get("wall_used")
+        self._wall_before = float(wall) if wall is not None else None
 
 
 class ValidationHistory:
