@@ -54,6 +54,9 @@ def test_a_resumed_run_continues_the_same_budget(clock):
     second.run(range(100), max_epochs=1)
     assert second.state.iteration == 6 and resumed.hit  # 4 + 6 = 10 seconds in all
     assert state["wall_used"] == pytest.approx(4.0) and resumed.wall_used() == pytest.approx(10.0)
+    assert B.TimeBudget.summary(resumed) == {"time_limit_hit": True, "time_used_s": pytest.approx(10.0),
+                                             "wall_used_s": pytest.approx(10.0)}
+    assert B.TimeBudget.summary(None) == {"time_limit_hit": False, "time_used_s": None, "wall_used_s": None}
 
 
 def test_wall_time_of_a_run_resumed_from_an_older_checkpoint_is_unknown(clock):

@@ -59,6 +59,13 @@ class TimeBudget:
             return None
         return self._wall_before + (CLOCKS["wall"]() - self._wall_start if self._wall_start is not None else 0.0)
 
+    @staticmethod
+    def summary(budget: "TimeBudget | None") -> dict[str, Any]:
+        """A run summary's budget keys: whether it stopped the run, and the seconds used (None: no budget)."""
+        return {"time_limit_hit": bool(budget is not None and budget.hit),
+                "time_used_s": budget.used() if budget is not None else None,
+                "wall_used_s": budget.wall_used() if budget is not None else None}
+
     def attach(self, trainer: Engine) -> "TimeBudget":
         trainer.add_event_handler(Events.STARTED, self._started)
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self._check)

@@ -339,11 +339,8 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     skipped = skipped_records(train_ds) + (skipped_records(val_ds) if val_ds is not None else 0)
     if skipped:
         out["skipped_records"] = skipped
-    budget = objects.get("time_budget")
     out.update({"val_history": objects["val_history"].history, "val_records": objects["val_history"].records,
-                "time_limit_hit": bool(budget is not None and budget.hit),
-                "time_used_s": budget.used() if budget is not None else None,
-                "wall_used_s": budget.wall_used() if budget is not None else None})
+                **TimeBudget.summary(objects.get("time_budget"))})
     return {**out, "iteration": trainer.state.iteration, "best_val_pooled_mae_pos": -saved[-1][0] if saved else None,
             "best_val_coord_mae": -saved[-1][0] if saved else None,  # the same (pooled) value, older name
             "structures_per_s": t["structures"] / busy if busy else None,
