@@ -108,5 +108,8 @@ def test_model(model: torch.nn.Module, test_ds: Any, device: torch.device, batch
     match, n_match = match_summary(preds, match_limit)
     timing = time_inference(model, subset(test_ds, timing_structures), device, torch.float32,
                             timing_structures, batch_size)
+    # the Relaxer returns the input where the model's output was not finite: scored as such, and counted
+    non_finite = int(np.sum(preds.extra["non_finite"])) if "non_finite" in preds.extra else 0
     return preds, {"metrics": summary, "match": match, "match_structures": n_match, "timing": timing,
-                   "parameters": count_parameters(model), "test_structures": len(preds.ids)}
+                   "parameters": count_parameters(model), "test_structures": len(preds.ids),
+                   "non_finite_predictions": non_finite}

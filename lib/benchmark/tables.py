@@ -247,11 +247,22 @@ def stopped_by(rec: Mapping[str, Any], budget: Mapping[str, Any]) -> str:
         reason = f"early stop ({budget['patience']} validations without improvement)"
     else:
         reason = "end of the budget"
+    skipped = int(rec.get("skipped_nonfinite_steps") or 0)
+    if skipped:
+        reason += f"; {skipped} non-finite step{'s' * (skipped > 1)} skipped"
     rewinds = rec.get("rewinds") or []
     if rewinds:
         reason += (f", after {len(rewinds)} rewind{'s' * (len(rewinds) > 1)} (non-finite at step "
                    + ", ".join(f"{r['iteration']:,}" for r in rewinds) + ")")
     return reason
+
+
+def nonfinite_note(results: Mapping[str, Any]) -> str:
+    """The runs with test structures on which the model's output was not finite ("" if none)."""
+    runs = [f"{e['label']} seed {seed}: {r['non_finite_predictions']} of {r['test_structures']}"
+            for e in results["models"].values() for seed, r in e["seeds"].items() if r.get("non_finite_predictions")]
+    return ("Test structures on which the model's output was not finite (scored as the unrelaxed input; "
+            "`e3relax predict` reports them as errors): " + "; ".join(runs) + ".") if runs else ""
 
 
 def _runs_table(results: Mapping[str, Any]) -> str:
@@ -355,6 +366,8 @@ def render(results: Mapping[str, Any]) -> str:
               "train time is wall-clock, across resumes (≥: a lower bound, where a resumed run's earlier wall time "
               "is unknown); CPU-hours are of each run's own process.", "",
               "### Every run", "", _runs_table(results), ""]
+    if nonfinite_note(results):
+        parts += [nonfinite_note(results), ""]
     if results.get("chgnet"):
         ch = results["chgnet"]
         parts += [f"## Against iterative relaxation (first {ch['num_structures']} test structures)", "",

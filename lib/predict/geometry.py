@@ -1,4 +1,5 @@
-"""Geometry helpers of the predictor: non-periodic (vacuum) directions, contacts, sanity flags.
+"""Geometry helpers of the predictor: non-periodic (vacuum) directions, contacts, sanity flags,
+non-finite predictions.
 
 A 2D material is given either with ``pbc`` False along its out-of-plane direction or as a fully
 periodic cell with a vacuum gap. The model was trained on bulk crystals and predicts a strain for
@@ -14,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["vacuum_directions", "keep_vacuum", "min_distance", "close_contacts", "SanityLimits",
-           "sanity_flags"]
+           "sanity_flags", "restore_nonfinite"]
 
 
 def _normal_to_others(cell: np.ndarray, k: int) -> np.ndarray:
@@ -136,3 +137,26 @@ def sanity_flags(num_close: int, volume_ratio: float, uncertainty: float | None,
     if limits.uncertainty is not None and uncertainty is not None and uncertainty > limits.uncertainty:
         flags.append("uncertain")
     return flags
+
+
+def restore_nonfinite(pos: list, cell: list, pos_in, cell_in, batch) -> tuple[list, list, "torch.Tensor"]:
+    """Find the structures whose prediction holds a NaN or an infinity in any layer (a model that
+    diverged on them) and put their input back in every layer, so that no NaN reaches a user or a
+    mean over structures.
+
+    Shapes: pos T x [N, 3], cell T x [B, 3, 3], pos_in [N, 3], cell_in [B, 3, 3], batch [N] ->
+    (pos T x [N, 3], cell T x [B, 3, 3], bad [B] bool).
+    """
+    import torch
+
+    nb = cell[-1].shape[0]
+    bad = torch.zeros(nb, dtype=torch.bool, device=cell[-1].device)
+    for p, c in zip(pos, cell):
+        atom_bad = (~torch.isfinite(p).all(-1)).long()
+        bad |= torch.zeros(nb, dtype=torch.long, device=p.device).index_add_(0, batch, atom_bad) > 0
+        bad |= ~torch.isfinite(c.reshape(nb, 9)).all(-1)
+    if bool(bad.any()):
+        atom_mask = bad[batch][:, None]
+        pos = [torch.where(atom_mask, pos_in.to(p.dtype), p) for p in pos]
+        cell = [torch.where(bad[:, None, None], cell_in.reshape(nb, 3, 3).to(c.dtype), c) for c in cell]
+    return pos, cell, bad

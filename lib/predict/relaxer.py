@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from e3relax import keys
-from e3relax.predict.geometry import SanityLimits, close_contacts, keep_vacuum, min_distance, sanity_flags, \
-    vacuum_directions
+from e3relax.predict.geometry import SanityLimits, close_contacts, keep_vacuum, min_distance, \
+    restore_nonfinite, sanity_flags, vacuum_directions
 from e3relax.predict.prepare import FrameSettings, Prepared, prepare
 from e3relax.predict.symmetry import DEFAULT_SYMPREC, check_symprec
 from e3relax.structures import as_atoms
@@ -39,6 +39,9 @@ from e3relax.structures import as_atoms
 __all__ = ["Relaxer", "RelaxTrajectory", "structure_like", "SMALL_BATCH_EDGES"]
 
 log = logging.getLogger(__name__)
+
+#: the error of an input on which the model's output holds a NaN or an infinity
+NONFINITE_ERROR = "the model's prediction is not finite (NaN or infinity): the model diverged on it"
 
 #: a CPU forward pass over fewer edges than this runs on one thread: on small graphs the other
 #: threads only wait (and, on a busy machine, spin), which costs more than it gains
@@ -130,7 +133,7 @@ class Relaxer:
         self.limits = limits or SanityLimits()
         self.device = torch.device(device)
         #: per-structure columns :meth:`predict_batch` adds to an evaluation table
-        self.extra_columns = ("uncertainty",) if len(self.models) > 1 else ()
+        self.extra_columns = ("non_finite", "uncertainty") if len(self.models) > 1 else ("non_finite",)
         self.dtype = dtype
         self.names = list(names or [f"model{i}" for i in range(len(models))])
         self.frames = FrameSettings(bool(symmetry), bool(canonical), check_symprec(symprec))
@@ -192,8 +195,10 @@ class Relaxer:
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
-    def _forward(self, batch: Any) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor | None]:
-        """Ensemble-mean per-layer positions / cells and per-atom spread (None for one model)."""
+    def _forward(self, batch: Any
+                 ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor | None, torch.Tensor]:
+        """Ensemble-mean per-layer positions / cells, per-atom spread (None for one model) and which
+        structures' outputs were not finite ([B] bool; their input is returned in every layer)."""
         with _threads_for(batch):
             outs = [m(batch) for m in self.models]
         nl = min(o.num_layers for o in outs)
@@ -203,7 +208,12 @@ class Relaxer:
         if len(outs) > 1:
             final = torch.stack([o.final_pos for o in outs])  # [M, N, 3]
             spread = (final - final.mean(0)).pow(2).sum(-1).mean(0)  # [N] mean squared distance
-        return pos, cell, spread
+        pos, cell, bad = restore_nonfinite(pos, cell, batch[keys.POS_U], batch[keys.CELL_U], batch[keys.BATCH])
+        if bool(bad.any()):
+            ids = batch[keys.ID] if keys.ID in batch else [f"#{i}" for i in range(len(bad))]
+            log.warning("non-finite prediction (the model diverged) for %s: the input is returned instead",
+                        ", ".join(str(ids[i]) for i in bad.nonzero().flatten().tolist()))
+        return pos, cell, spread, bad
 
     @torch.no_grad()
     def predict_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
@@ -213,13 +223,15 @@ class Relaxer:
         predicted as :meth:`relax` would (canonical frame, projection, back into its own frame).
 
         Returns:
-            (pos [N, 3], cell [B, 3, 3], extras): ``extras["uncertainty"]`` [B] is the RMS distance of the
-            members' final positions from their mean (A), for an ensemble only.
+            (pos [N, 3], cell [B, 3, 3], extras): ``extras["non_finite"]`` [B] is 1 where the model's
+            output was not finite (the input stands as the prediction there, and is scored as such);
+            ``extras["uncertainty"]`` [B] is the RMS distance of the members' final positions from
+            their mean (A), for an ensemble only.
         """
         from e3relax.metrics import structures_from_batch
 
         if self.frames.off:
-            pos_t, cell_t, spread = self._forward(batch)
+            pos_t, cell_t, spread, bad = self._forward(batch)
             pos, cell = pos_t[-1], cell_t[-1]
         else:
             pbc = batch[keys.PBC].reshape(-1, 3) if keys.PBC in batch else None
@@ -233,7 +245,8 @@ class Relaxer:
             cell = torch.stack([torch.as_tensor(r[1][-1]) for r in results]).to(like.device, like.dtype)
             spread = None if results[0][2] is None else \
                 torch.cat([torch.as_tensor(r[2]) for r in results]).to(like.device, like.dtype)
-        extras = {}
+            bad = torch.tensor([r[3] for r in results], device=like.device)
+        extras = {"non_finite": bad.to(cell.dtype)}
         if spread is not None:
             from torch_geometric.utils import scatter
 
@@ -249,15 +262,16 @@ class Relaxer:
         return prep, structure_to_data(prep.atoms, self.graph, sid=sid, dtype=self.dtype)
 
     def _predict_prepared(self, prepared: Sequence[Prepared], datas: Sequence[Any]
-                          ) -> list[tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None]]:
+                          ) -> list[tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None, bool]]:
         """One forward pass over prepared inputs: per input, the per-layer positions [N, 3] and cells
-        [3, 3] (projected, in the user's frame, float64) and the per-atom ensemble spread [N] (or None)."""
+        [3, 3] (projected, in the user's frame, float64), the per-atom ensemble spread [N] (or None)
+        and whether the model's output was not finite (then the layers hold the input)."""
         from e3relax.records import collate
 
         batch = collate(list(datas)).to(self.device)
         for k in (keys.POS_U, keys.CELL_U):
             batch[k] = batch[k].to(self.dtype)
-        pos, cell, spread = self._forward(batch)
+        pos, cell, spread, bad = self._forward(batch)
         pos = [p.double().cpu().numpy() for p in pos]
         cell = [c.double().cpu().numpy() for c in cell]
         spread = None if spread is None else spread.double().cpu().numpy()
@@ -267,7 +281,7 @@ class Relaxer:
             sl = slice(ptr[b], ptr[b + 1])
             layers = prep.layers_to_user([p[sl] for p in pos], [c[b] for c in cell])
             out.append(([x for x, _ in layers], [c for _, c in layers],
-                        None if spread is None else prep.frame.values_to_user(spread[sl])))
+                        None if spread is None else prep.frame.values_to_user(spread[sl]), bool(bad[b])))
         return out
 
     def _finish(self, structure: Any, sid: str, pos_t: list[np.ndarray], cell_t: list[np.ndarray],
@@ -319,7 +333,8 @@ class Relaxer:
                    deform_vacuum: bool = False, vacuum_threshold: float | None = 7.0) -> Iterator[dict[str, Any]]:
         """Relax ``(id, structure)`` pairs in batches, yielding one result per input in order.
 
-        An input that fails validation yields ``{"id": ..., "error": reason}`` instead.
+        An input that fails validation, or on which the model's output is not finite, yields
+        ``{"id": ..., "error": reason}`` instead.
         """
         pending: list[tuple[str, Any, Any]] = []
 
@@ -328,9 +343,10 @@ class Relaxer:
             results: dict[int, dict[str, Any]] = {}
             if good:
                 preds = self._predict_prepared([d[0] for *_, d in good], [d[1] for *_, d in good])
-                for (k, sid, x, _), (pos_t, cell_t, spread) in zip(good, preds):
-                    results[k] = self._finish(x, sid, pos_t, cell_t, spread, deform_vacuum, vacuum_threshold,
-                                              return_trajectory)
+                for (k, sid, x, _), (pos_t, cell_t, spread, bad) in zip(good, preds):
+                    results[k] = {"id": sid, "error": f"structure '{sid}': {NONFINITE_ERROR}"} if bad else \
+                        self._finish(x, sid, pos_t, cell_t, spread, deform_vacuum, vacuum_threshold,
+                                     return_trajectory)
             for k, (sid, _, d) in enumerate(pending):
                 yield {"id": sid, "error": str(d)} if isinstance(d, Exception) else results[k]
             pending.clear()
@@ -366,7 +382,8 @@ class Relaxer:
             does not record them), ``flags`` and ``unphysical``.
 
         Raises:
-            ValueError: for an invalid input, naming it by position and formula (``structure '#1 NaCl'``).
+            ValueError: for an invalid input, or one on which the model's output is not finite, naming
+                it by position and formula (``structure '#1 NaCl'``).
         """
         single = not isinstance(x, (list, tuple))
         items = [x] if single else list(x)
