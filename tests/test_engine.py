@@ -178,6 +178,40 @@ def test_rewinds_are_limited_and_reported(tmp_path):
     assert [r["lr"] for r in out["rewinds"]] == pytest.approx([3e-4, 3e-5])
 
 
+def test_skipped_steps_and_rewinds_count_across_a_resume(tmp_path):
+    """The run's tally of non-finite steps is saved with last.pt: a process that resumes the run
+    reports the rewind and the skipped step of the process before it."""
+    cfg = toy.toy_config(tmp_path, hooks=["test_engine.poison_at_full_rate", "test_engine.stop_early"],
+                         log={"tensorboard": False}, optim={"max_nonfinite_steps": 0})
+    first = train(cfg, datasets=DATA)
+    rewind = [{"iteration": 6, "resumed_from": 4, "lr": pytest.approx(1.5e-3)}]
+    assert first["iteration"] == STOP_AT and first["rewinds"] == rewind and first["skipped_nonfinite_steps"] == 1
+    cfg["hooks"] = []
+    resumed = train(cfg, resume=True, datasets=DATA)
+    assert resumed["iteration"] == 12 and resumed["rewinds"] == rewind and resumed["skipped_nonfinite_steps"] == 1
+
+
+def test_the_limit_of_rewinds_holds_for_the_whole_run(tmp_path):
+    cfg = toy.toy_config(tmp_path, hooks=["test_engine.poison"], log={"tensorboard": False},
+                         optim={"max_nonfinite_steps": 0, "nonfinite_rewinds": 1})
+    assert len(train(cfg, datasets=DATA)["rewinds"]) == 1
+    again = train(cfg, resume=True, datasets=DATA)  # diverges again: no second rewind
+    assert len(again["rewinds"]) == 1 and again["stopped_nonfinite"]["iteration"] == 6
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["config"]["optim"]["lr"] == pytest.approx(1.5e-3)
+
+
+def test_a_checkpoint_without_the_tally_still_resumes(tmp_path):
+    cfg = toy.toy_config(tmp_path, hooks=["test_engine.stop_early"], log={"tensorboard": False})
+    train(cfg, datasets=DATA)
+    last = tmp_path / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last)
+    del ckpt["nonfinite_steps"]  # as written before the tally was saved
+    torch.save(ckpt, last)
+    cfg["hooks"] = []
+    resumed = train(cfg, resume=True, datasets=DATA)
+    assert resumed["iteration"] == 12 and resumed["skipped_nonfinite_steps"] == 0 and resumed["rewinds"] == []
+
+
 def test_rewind_checkpoint_scales_rates_and_charges_the_time_spent(tmp_path):
     from e3relax.engine.rewind import rewind_checkpoint
 
@@ -191,6 +225,10 @@ def test_rewind_checkpoint_scales_rates_and_charges_the_time_spent(tmp_path):
     assert ckpt["time_budget"]["used"] == 80.0 and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     rewind_checkpoint(path, 1.0, 10.0)  # never gives time back
     assert load_checkpoint(path)["time_budget"]["used"] == 80.0
+    assert "nonfinite_steps" not in load_checkpoint(path)
+    rewind_checkpoint(path, 0.5, 90.0, stopped_at=47, skipped_steps=3)  # the run's tally records the rewind
+    assert load_checkpoint(path)["nonfinite_steps"] == {"total": 3, "rewinds": [
+        {"iteration": 47, "resumed_from": 40, "lr": 2.5e-4}]}
 
 
 WEIGHTS: dict = {}

@@ -276,18 +276,31 @@ class NonFiniteSteps:
     ``nonfinite_<iteration>.pt``: the weights that gave the non-finite value (unchanged, since the
     step was skipped) and the batch, so the failure replays exactly (:func:`load_nonfinite_dump`).
 
+    Saved with ``last.pt`` (:meth:`state_dict`), so that ``total`` and ``rewinds`` cover the whole
+    run across resumes and rewinds.
+
     Attributes:
-        total: skipped steps over this process's run.
-        stopped_at: the iteration that stopped the run (None: it did not).
+        total: skipped steps over the run.
+        rewinds: one ``{"iteration", "resumed_from", "lr"}`` per rewind of the run
+            (:func:`~e3relax.engine.rewind.rewind_checkpoint` records them in ``last.pt``).
+        stopped_at: the iteration that stopped this process's run (None: it did not).
         dumps: the files written.
     """
 
     def __init__(self, limit: int, dump_dir: Path | None = None, model: torch.nn.Module | None = None,
                  keep: int = 3) -> None:
         self.limit, self.total, self.in_a_row = int(limit), 0, 0
+        self.rewinds: list[dict[str, Any]] = []
         self.stopped_at: int | None = None
         self.dump_dir, self.model, self.keep = dump_dir, model, int(keep)
         self.dumps: list[Path] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "rewinds": [dict(r) for r in self.rewinds]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.total = int(state.get("total", 0))
+        self.rewinds = [dict(r) for r in state.get("rewinds", [])]
 
     def attach(self, trainer: Engine) -> "NonFiniteSteps":
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self)

@@ -293,7 +293,8 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
                                model).attach(trainer)
     ema = attach_ema(trainer, model, config["ema"])
     evaluator = create_evaluator(ema.ema_model, device, dtype, config["amp"], project)
-    objects: dict[str, Any] = {"model": model, "ema_model": ema.ema_model, "optimizer": optimizer, "trainer": trainer}
+    objects: dict[str, Any] = {"model": model, "ema_model": ema.ema_model, "optimizer": optimizer, "trainer": trainer,
+                               "nonfinite_steps": nonfinite}
     objects.update(_attach_validation(trainer, evaluator, optimizer, val_ds, config))
     objects.update(_attach_budget(trainer, evaluator, config["schedule"]))
     sched = config["schedule"]
@@ -311,8 +312,10 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
         save_config(config, run_dir / "config.yaml")
     stop = SignalStop(last).attach(trainer)  # last: after every other handler of an iteration
     if resume:
-        state = {k: v for k, v in full.items() if not isinstance(v, Value)}  # constants are not restored
-        Checkpoint.load_objects(state, load_checkpoint(run_dir))
+        ckpt = load_checkpoint(run_dir)
+        # constants are not restored; a checkpoint from before the non-finite tally restarts it at 0
+        state = {k: v for k, v in full.items() if not isinstance(v, Value) and (k in ckpt or k != "nonfinite_steps")}
+        Checkpoint.load_objects(state, ckpt)
         if trainer.state.iteration >= int(sched["max_epochs"]) * int(sched["epoch_length"]):
             log.info("run in %s already finished at iteration %d", run_dir, trainer.state.iteration)
             return {"iteration": trainer.state.iteration, "finished": True}
@@ -333,7 +336,8 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
     if stop.signum is not None:
         out["interrupted"] = {"signal": int(stop.signum), "iteration": trainer.state.iteration,
                               "saved_iteration": last.saved_iteration}
-    out["skipped_nonfinite_steps"] = nonfinite.total
+    out["skipped_nonfinite_steps"] = nonfinite.total  # over the whole run, as are the rewinds
+    out["rewinds"] = list(nonfinite.rewinds)
     if nonfinite.stopped_at is not None:
         out["stopped_nonfinite"] = {"iteration": nonfinite.stopped_at, "saved_iteration": last.saved_iteration}
     skipped = skipped_records(train_ds) + (skipped_records(val_ds) if val_ds is not None else 0)
