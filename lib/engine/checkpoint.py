@@ -22,7 +22,7 @@ import torch
 
 from e3relax.errors import InputError, MissingPathError
 
-__all__ = ["FORMAT_VERSION", "Value", "RngState", "load_checkpoint", "model_from_checkpoint", "model_weights",
+__all__ = ["FORMAT_VERSION", "Value", "RngState", "load_checkpoint", "restore_run", "model_from_checkpoint", "model_weights",
            "AtomicSaver"]  # noqa: F822 (AtomicSaver is built on first use: see __getattr__)
 
 log = logging.getLogger(__name__)
@@ -175,3 +175,15 @@ def model_from_checkpoint(path: str | Path | Mapping[str, Any], weights: str = "
     model = MODELS.build(config["model"]).to(dtype=dtype)  # cast first: loading keeps the saved precision
     model.load_state_dict(model_weights(ckpt, weights))
     return model.to(device=resolve_device(device)).eval(), config
+
+
+def restore_run(objects: Mapping[str, Any], run_dir: str | Path) -> None:
+    """Load a run's ``last.pt`` into its ``objects`` (the mapping ``last.pt`` was saved from).
+    Constants (:class:`Value`) are not restored; a checkpoint from before the non-finite tally
+    (``nonfinite_steps``) restarts it at 0."""
+    from ignite.handlers import Checkpoint
+
+    ckpt = load_checkpoint(run_dir)
+    state = {k: v for k, v in objects.items()
+             if not isinstance(v, Value) and (k in ckpt or k != "nonfinite_steps")}
+    Checkpoint.load_objects(state, ckpt)

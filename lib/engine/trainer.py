@@ -20,11 +20,10 @@ import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint
 
 from e3relax.device import resolve_device
 from e3relax.engine.budget import TimeBudget, ValidationHistory
-from e3relax.engine.checkpoint import Value, load_checkpoint, model_weights
+from e3relax.engine.checkpoint import load_checkpoint, model_weights, restore_run
 from e3relax.engine.config import save_config
 from e3relax.model_base import check_graph
 from e3relax.engine.data import (build_dataset, collate, eval_loader, prepare_batch, skipped_records,
@@ -312,10 +311,7 @@ def training(local_rank: int, config: dict[str, Any], resume: bool = False,
         save_config(config, run_dir / "config.yaml")
     stop = SignalStop(last).attach(trainer)  # last: after every other handler of an iteration
     if resume:
-        ckpt = load_checkpoint(run_dir)
-        # constants are not restored; a checkpoint from before the non-finite tally restarts it at 0
-        state = {k: v for k, v in full.items() if not isinstance(v, Value) and (k in ckpt or k != "nonfinite_steps")}
-        Checkpoint.load_objects(state, ckpt)
+        restore_run(full, run_dir)
         if trainer.state.iteration >= int(sched["max_epochs"]) * int(sched["epoch_length"]):
             log.info("run in %s already finished at iteration %d", run_dir, trainer.state.iteration)
             return {"iteration": trainer.state.iteration, "finished": True}

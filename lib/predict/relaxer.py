@@ -22,7 +22,6 @@ spglib's tolerance.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -33,6 +32,7 @@ from e3relax import keys
 from e3relax.predict.geometry import SanityLimits, close_contacts, keep_vacuum, min_distance, \
     restore_nonfinite, sanity_flags, vacuum_directions
 from e3relax.predict.prepare import FrameSettings, Prepared, prepare
+from e3relax.predict.results import RelaxTrajectory, structure_like
 from e3relax.predict.symmetry import DEFAULT_SYMPREC, check_symprec
 from e3relax.structures import as_atoms
 
@@ -54,48 +54,6 @@ def _threads_for(batch: Any):
 
     edges = batch[keys.EDGE_INDEX] if keys.EDGE_INDEX in batch else None
     return single_thread_if(edges is not None and edges.device.type == "cpu" and edges.shape[-1] < SMALL_BATCH_EDGES)
-
-
-@dataclass
-class RelaxTrajectory:
-    """Per-layer trajectory of one prediction (frame 0 = input, last = the prediction).
-
-    Attributes mirror CHGNet's ``TrajectoryObserver`` where they exist: ``atom_positions``
-    (list of [N, 3]), ``cells`` (list of [3, 3]), ``atomic_number`` ([N]); there are no energies or
-    forces, the model predicts geometry only.
-    """
-
-    atom_positions: list[np.ndarray]
-    cells: list[np.ndarray]
-    atomic_number: np.ndarray
-    pbc: np.ndarray = field(default_factory=lambda: np.ones(3, dtype=bool))
-
-    def __len__(self) -> int:
-        return len(self.atom_positions)
-
-    def to_atoms(self) -> list:
-        """The frames as ``ase.Atoms``."""
-        from e3relax.structures import arrays_to_atoms
-
-        return [arrays_to_atoms(p, c, self.atomic_number, self.pbc) for p, c in zip(self.atom_positions, self.cells)]
-
-
-def structure_like(template: Any, pos: np.ndarray, cell: np.ndarray) -> Any:
-    """A copy of ``template`` (Atoms or Structure) with new Cartesian positions and cell, same atom order."""
-    from ase import Atoms
-
-    if isinstance(template, Atoms):
-        out = template.copy()
-        out.set_cell(cell, scale_atoms=False)
-        out.set_positions(pos)
-        out.calc = None
-        return out
-    from pymatgen.core import Lattice, Structure
-
-    if isinstance(template, Structure):
-        return Structure(Lattice(cell, pbc=template.lattice.pbc), template.species, pos, coords_are_cartesian=True,
-                         site_properties=template.site_properties, properties=dict(template.properties))
-    raise TypeError(f"expected ase.Atoms or pymatgen Structure, got {type(template).__name__}")
 
 
 class Relaxer:
