@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from e3relax.benchmark.run_notes import nonfinite_note, stopped_by  # noqa: F401 - part of this API
+from e3relax.benchmark.run_notes import nonfinite_note, stopped_by
 from e3relax.benchmark.suite import REFERENCE_MODEL, SAME_ARCHITECTURE
 from e3relax.metrics import MAE_POS, MAE_VOL, SHAPE_DEV
 
@@ -336,8 +336,9 @@ def render(results: Mapping[str, Any]) -> str:
               "train time is wall-clock, across resumes (≥: a lower bound, where a resumed run's earlier wall time "
               "is unknown); CPU-hours are of each run's own process.", "",
               "### Every run", "", _runs_table(results), ""]
-    if nonfinite_note(results):
-        parts += [nonfinite_note(results), ""]
+    note = nonfinite_note(results)
+    if note:
+        parts += [note, ""]
     if results.get("chgnet"):
         ch = results["chgnet"]
         parts += [f"## Against iterative relaxation (first {ch['num_structures']} test structures)", "",

@@ -22,8 +22,8 @@ import torch
 
 from e3relax.errors import InputError, MissingPathError
 
-__all__ = ["FORMAT_VERSION", "Value", "RngState", "load_checkpoint", "restore_run", "model_from_checkpoint", "model_weights",
-           "AtomicSaver"]  # noqa: F822 (AtomicSaver is built on first use: see __getattr__)
+__all__ = ["FORMAT_VERSION", "Value", "RngState", "load_checkpoint", "restore_run", "model_from_checkpoint",
+           "model_weights", "AtomicSaver"]  # noqa: F822 (AtomicSaver is built on first use: see __getattr__)
 
 log = logging.getLogger(__name__)
 
