@@ -1,18 +1,19 @@
 """Does a comparison's answer move with its cap? Two comparisons, side by side, run by run.
 
-Two ``results.json`` records of ``compare_baselines.py`` on the same data and under the same rules
-(patience, batch, validation, step cap) but different caps of CPU time per run are read. For every
-(model, seed) run that both hold, the script prints:
+Two ``results.json`` records of ``compare_baselines.py`` are read: the same data, the same
+evaluation and batch (validation interval and subset, step cap), and different stopping rules: a
+different cap of CPU time per run and, optionally, a different early-stopping patience (none: every
+run trains to its cap). For every (model, seed) run that both hold, the script prints:
 
-- what each run did under each cap: optimiser steps, CPU-minutes, what stopped it, its best
+- what each run did under each budget: optimiser steps, CPU-minutes, what stopped it, its best
   validation coordinate MAE;
-- its test errors (coordinates, shape, volume) under each cap and their relative change from the
+- its test errors (coordinates, shape, volume) under each budget and their relative change from the
   smaller cap to the larger one;
-- the models ranked by mean test coordinate MAE under each cap (over the seeds both records hold).
+- the models ranked by mean test coordinate MAE under each budget (over the seeds both records hold).
 
-A run that early-stopped under both caps shows how much the cap itself (through the learning-rate
-schedule, which decays over the cap) changes the result; a run that hit the smaller cap shows what
-the extra time bought. Nothing is trained.
+The learning rate decays over the cap (cosine), so a run that early-stopped under both caps shows
+how much the cap itself changes the result; a run that hit the smaller cap shows what the extra
+time bought; a run without early stopping always ends at the lowest rate. Nothing is trained.
 
 Usage::
 
@@ -35,6 +36,7 @@ from e3relax.benchmark.tables import markdown_table
 
 METRICS = (("mae_pos", "coordinates (Å)"), ("shape_dev", "shape (Å²)"), ("mae_vol", "volume (Å³)"))
 CAP_KEYS = ("cpu_s", "wall_s")
+STOP_KEYS = (*CAP_KEYS, "patience")
 
 
 class RecordError(ValueError):
@@ -61,13 +63,13 @@ def cap_seconds(rec: Mapping[str, Any]) -> float | None:
 
 
 def check_comparable(small: Mapping[str, Any], large: Mapping[str, Any], names: Sequence[str]) -> None:
-    """Same data, same rules but the cap; the first must have the smaller cap."""
+    """Same data and evaluation, any cap and patience; the first must have the smaller cap."""
     if same_comparison(small["meta"]["dataset"]) != same_comparison(large["meta"]["dataset"]):
         raise RecordError(f"{names[1]}: its dataset differs from {names[0]}'s")
-    rules = [{k: v for k, v in r["meta"]["budget"].items() if k not in CAP_KEYS} for r in (small, large)]
+    rules = [{k: v for k, v in r["meta"]["budget"].items() if k not in STOP_KEYS} for r in (small, large)]
     if rules[0] != rules[1]:
         diff = sorted(k for k in set(rules[0]) | set(rules[1]) if rules[0].get(k) != rules[1].get(k))
-        raise RecordError(f"{names[1]}: its budget differs from {names[0]}'s in more than the cap ({', '.join(diff)})")
+        raise RecordError(f"{names[1]}: its budget differs from {names[0]}'s in more than the cap and patience ({', '.join(diff)})")
     if cap_seconds(small) >= cap_seconds(large):
         raise RecordError(f"{names[0]}: its cap ({cap_seconds(small):.0f} s) is not smaller than "
                           f"{names[1]}'s ({cap_seconds(large):.0f} s); give the smaller cap first")
@@ -82,12 +84,20 @@ def paired_runs(small: Mapping[str, Any], large: Mapping[str, Any]) -> list[tupl
     return out
 
 
+def budget_label(rec: Mapping[str, Any]) -> str:
+    """'1 CPU-h, patience 10' or '0.5 CPU-h, no early stop'."""
+    budget = rec["meta"]["budget"]
+    unit = "CPU-h" if budget.get("cpu_s") else "h"
+    stop = f"patience {budget['patience']}" if budget.get("patience") else "no early stop"
+    return f"{cap_seconds(rec) / 3600:g} {unit}, {stop}"
+
+
 def change(a: float, b: float) -> str:
     return "–" if not (math.isfinite(a) and math.isfinite(b)) or a == 0 else f"{100 * (b - a) / a:+.1f}%"
 
 
 def run_table(small: Mapping[str, Any], large: Mapping[str, Any]) -> str:
-    caps = [f"{cap_seconds(r) / 3600:g}" for r in (small, large)]
+    caps = [budget_label(r) for r in (small, large)]
     body = []
     for key, label, seed in paired_runs(small, large):
         recs = [r["models"][key]["seeds"][seed] for r in (small, large)]
@@ -98,7 +108,7 @@ def run_table(small: Mapping[str, Any], large: Mapping[str, Any]) -> str:
                          *(f"{rec['metrics'][m]:.4f}" for m, _ in METRICS)])
         body.append([label, seed, "change", "", "", "", change(recs[0]["best_val"], recs[1]["best_val"]),
                      *(change(recs[0]["metrics"][m], recs[1]["metrics"][m]) for m, _ in METRICS)])
-    return markdown_table(["Model", "Seed", "Cap (CPU-h)", "Steps", "CPU-min", "Stopped by",
+    return markdown_table(["Model", "Seed", "Budget", "Steps", "CPU-min", "Stopped by",
                            "Best val. coordinates (Å)", *(f"Test {name}" for _, name in METRICS)], body)
 
 
@@ -111,10 +121,10 @@ def ranking(small: Mapping[str, Any], large: Mapping[str, Any]) -> tuple[str, bo
         for key, label, seed in pairs:
             means.setdefault(label, []).append(rec["models"][key]["seeds"][seed]["metrics"]["mae_pos"])
         orders.append(sorted(((float(np.mean(v)), k) for k, v in means.items())))
-    lines = [f"- cap {cap_seconds(r) / 3600:g} CPU-h: " + ", ".join(f"{k} {m:.4f}" for m, k in order)
+    lines = [f"- {budget_label(r)}: " + ", ".join(f"{k} {m:.4f}" for m, k in order)
              for r, order in zip((small, large), orders)]
     same = [k for _, k in orders[0]] == [k for _, k in orders[1]]
-    lines.append("- the order is the same under both caps" if same else "- the order differs between the caps")
+    lines.append("- the order is the same under both budgets" if same else "- the order differs between the budgets")
     return "\n".join(lines), same
 
 

@@ -41,8 +41,9 @@ LARGE = _record(7200, {("a", "A", "0"): _run(20000, 0.36, 0.36, 30.0, 44.0),
 
 def test_each_paired_run_with_its_change_and_nothing_unpaired():
     table = cap.run_table(SMALL, LARGE)
-    assert "| A | 0 | 1 | 10,000 | 60.0 | time cap (60 CPU-min) | 0.4000 | 0.4000 | 40.0000 | 40.0000 |" in table
-    assert "| A | 0 | 2 | 20,000 | 120.0 | early stop" in table
+    assert ("| A | 0 | 1 CPU-h, patience 10 | 10,000 | 60.0 | time cap (60 CPU-min) | 0.4000 | 0.4000 | 40.0000 "
+            "| 40.0000 |") in table
+    assert "| A | 0 | 2 CPU-h, patience 10 | 20,000 | 120.0 | early stop" in table
     assert "| A | 0 | change |  |  |  | -10.0% | -10.0% | -25.0% | +10.0% |" in table
     assert "| B | 0 | change |  |  |  | +0.0% | +0.0% | +0.0% | +0.0% |" in table
     assert "| C |" not in table and "| B | 1 |" not in table  # only runs both records hold
@@ -50,24 +51,29 @@ def test_each_paired_run_with_its_change_and_nothing_unpaired():
 
 def test_ranking_uses_the_paired_seeds_and_says_whether_it_moved():
     text, same = cap.ranking(SMALL, LARGE)
-    assert not same and "cap 1 CPU-h: B 0.3800, A 0.4000" in text and "cap 2 CPU-h: A 0.3600, B 0.3800" in text
+    assert not same and "1 CPU-h, patience 10: B 0.3800, A 0.4000" in text
+    assert "2 CPU-h, patience 10: A 0.3600, B 0.3800" in text
     text, same = cap.ranking(SMALL, SMALL | {"meta": {**SMALL["meta"], "budget": {**BUDGET, "cpu_s": 7200}}})
-    assert same and text.endswith("the order is the same under both caps")
+    assert same and text.endswith("the order is the same under both budgets")
 
 
 def test_other_differences_and_swapped_caps_are_refused_with_one_line(tmp_path, capsys):
     paths = {}
     other = copy.deepcopy(LARGE)
-    other["meta"]["budget"]["patience"] = 20
+    other["meta"]["budget"]["max_val_structures"] = 500
+    nostop = copy.deepcopy(LARGE)
+    nostop["meta"]["budget"]["patience"] = None  # a different stopping rule may be compared
     moved = copy.deepcopy(LARGE)
     moved["meta"]["dataset"]["folder"] = "/elsewhere"  # where the data lies does not count
-    for name, rec in {"small": SMALL, "large": LARGE, "other": other, "moved": moved}.items():
+    for name, rec in {"small": SMALL, "large": LARGE, "other": other, "moved": moved, "nostop": nostop}.items():
         paths[name] = tmp_path / f"{name}.json"
         paths[name].write_text(json.dumps(rec))
     (tmp_path / "bad.json").write_text("[1, 2]")
 
     assert cap.main([str(paths["small"]), str(paths["moved"]), "--out", str(tmp_path / "t.md")]) == 0
     assert "| A | 0 | change |" in (tmp_path / "t.md").read_text()
+    assert cap.main([str(paths["small"]), str(paths["nostop"])]) == 0
+    assert "| A | 0 | 2 CPU-h, no early stop | 20,000 |" in capsys.readouterr().out
     capsys.readouterr()
     for args, reason in [((paths["small"], paths["other"]), "differs from"),
                          ((paths["large"], paths["small"]), "not smaller"),
@@ -77,7 +83,7 @@ def test_other_differences_and_swapped_caps_are_refused_with_one_line(tmp_path, 
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and reason in err
         if args[1] == paths["other"]:
-            assert err.endswith("in more than the cap (patience)")
+            assert err.endswith("in more than the cap and patience (max_val_structures)")
 
 
 def test_no_common_run_is_an_error():
