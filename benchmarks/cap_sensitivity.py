@@ -69,7 +69,8 @@ def check_comparable(small: Mapping[str, Any], large: Mapping[str, Any], names: 
     rules = [{k: v for k, v in r["meta"]["budget"].items() if k not in STOP_KEYS} for r in (small, large)]
     if rules[0] != rules[1]:
         diff = sorted(k for k in set(rules[0]) | set(rules[1]) if rules[0].get(k) != rules[1].get(k))
-        raise RecordError(f"{names[1]}: its budget differs from {names[0]}'s in more than the cap and patience ({', '.join(diff)})")
+        raise RecordError(f"{names[1]}: its budget differs from {names[0]}'s in more than the cap and patience "
+                          f"({', '.join(diff)})")
     if cap_seconds(small) >= cap_seconds(large):
         raise RecordError(f"{names[0]}: its cap ({cap_seconds(small):.0f} s) is not smaller than "
                           f"{names[1]}'s ({cap_seconds(large):.0f} s); give the smaller cap first")
