@@ -3,7 +3,8 @@
 Two ``results.json`` records of ``compare_baselines.py`` are read: the same data, the same
 evaluation and batch (validation interval and subset, step cap), and different stopping rules: a
 different cap of CPU time per run and, optionally, a different early-stopping patience (none: every
-run trains to its cap). For every (model, seed) run that both hold, the script prints:
+run trains to its cap) or learning-rate schedule (``--lr-schedule``: one for every model). For every
+(model, seed) run that both hold, the script prints:
 
 - what each run did under each budget: optimiser steps, CPU-minutes, what stopped it, its best
   validation coordinate MAE;
@@ -36,7 +37,7 @@ from e3relax.benchmark.tables import markdown_table
 
 METRICS = (("mae_pos", "coordinates (Å)"), ("shape_dev", "shape (Å²)"), ("mae_vol", "volume (Å³)"))
 CAP_KEYS = ("cpu_s", "wall_s")
-STOP_KEYS = (*CAP_KEYS, "patience")
+RULE_KEYS = (*CAP_KEYS, "patience", "lr_schedule")
 
 
 class RecordError(ValueError):
@@ -63,13 +64,13 @@ def cap_seconds(rec: Mapping[str, Any]) -> float | None:
 
 
 def check_comparable(small: Mapping[str, Any], large: Mapping[str, Any], names: Sequence[str]) -> None:
-    """Same data and evaluation, any cap and patience; the first must have the smaller cap."""
+    """Same data and evaluation, any cap, patience and schedule; the first must have the smaller cap."""
     if same_comparison(small["meta"]["dataset"]) != same_comparison(large["meta"]["dataset"]):
         raise RecordError(f"{names[1]}: its dataset differs from {names[0]}'s")
-    rules = [{k: v for k, v in r["meta"]["budget"].items() if k not in STOP_KEYS} for r in (small, large)]
+    rules = [{k: v for k, v in r["meta"]["budget"].items() if k not in RULE_KEYS} for r in (small, large)]
     if rules[0] != rules[1]:
         diff = sorted(k for k in set(rules[0]) | set(rules[1]) if rules[0].get(k) != rules[1].get(k))
-        raise RecordError(f"{names[1]}: its budget differs from {names[0]}'s in more than the cap and patience "
+        raise RecordError(f"{names[1]}: its budget differs from {names[0]}'s in more than its stopping rules "
                           f"({', '.join(diff)})")
     if cap_seconds(small) >= cap_seconds(large):
         raise RecordError(f"{names[0]}: its cap ({cap_seconds(small):.0f} s) is not smaller than "
@@ -86,11 +87,12 @@ def paired_runs(small: Mapping[str, Any], large: Mapping[str, Any]) -> list[tupl
 
 
 def budget_label(rec: Mapping[str, Any]) -> str:
-    """'1 CPU-h, patience 10' or '0.5 CPU-h, no early stop'."""
+    """'1 CPU-h, patience 10' or '0.5 CPU-h, no early stop, cosine for all'."""
     budget = rec["meta"]["budget"]
     unit = "CPU-h" if budget.get("cpu_s") else "h"
     stop = f"patience {budget['patience']}" if budget.get("patience") else "no early stop"
-    return f"{cap_seconds(rec) / 3600:g} {unit}, {stop}"
+    shared = f", {budget['lr_schedule']} for all" if budget.get("lr_schedule") else ""
+    return f"{cap_seconds(rec) / 3600:g} {unit}, {stop}{shared}"
 
 
 def change(a: float, b: float) -> str:

@@ -63,6 +63,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from e3relax.benchmark.budget import LR_SCHEDULES
     from e3relax.cli.predict import add_frame_arguments
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -90,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "change); replaces --wall-time")
     b.add_argument("--patience", type=int, default=None,
                    help="stop a run after this many validations without improvement (its validation plateau)")
+    b.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
+                   help="one learning-rate schedule for every model, each at its own peak rate (cosine: decay "
+                        "over the cap, the CPU recipe's); default: each model's config decides")
     b.add_argument("--eval-every", type=int, default=50, help="steps between validations")
     b.add_argument("--batch-size", type=int, default=16)
     b.add_argument("--max-val", type=int, default=200, help="validate on the first K validation structures")

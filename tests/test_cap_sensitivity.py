@@ -62,7 +62,7 @@ def test_other_differences_and_swapped_caps_are_refused_with_one_line(tmp_path, 
     other = copy.deepcopy(LARGE)
     other["meta"]["budget"]["max_val_structures"] = 500
     nostop = copy.deepcopy(LARGE)
-    nostop["meta"]["budget"]["patience"] = None  # a different stopping rule may be compared
+    nostop["meta"]["budget"].update(patience=None, lr_schedule="cosine")  # other stopping rules may be compared
     moved = copy.deepcopy(LARGE)
     moved["meta"]["dataset"]["folder"] = "/elsewhere"  # where the data lies does not count
     for name, rec in {"small": SMALL, "large": LARGE, "other": other, "moved": moved, "nostop": nostop}.items():
@@ -73,7 +73,7 @@ def test_other_differences_and_swapped_caps_are_refused_with_one_line(tmp_path, 
     assert cap.main([str(paths["small"]), str(paths["moved"]), "--out", str(tmp_path / "t.md")]) == 0
     assert "| A | 0 | change |" in (tmp_path / "t.md").read_text()
     assert cap.main([str(paths["small"]), str(paths["nostop"])]) == 0
-    assert "| A | 0 | 2 CPU-h, no early stop | 20,000 |" in capsys.readouterr().out
+    assert "| A | 0 | 2 CPU-h, no early stop, cosine for all | 20,000 |" in capsys.readouterr().out
     capsys.readouterr()
     for args, reason in [((paths["small"], paths["other"]), "differs from"),
                          ((paths["large"], paths["small"]), "not smaller"),
@@ -83,7 +83,7 @@ def test_other_differences_and_swapped_caps_are_refused_with_one_line(tmp_path, 
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and reason in err
         if args[1] == paths["other"]:
-            assert err.endswith("in more than the cap and patience (max_val_structures)")
+            assert err.endswith("in more than its stopping rules (max_val_structures)")
 
 
 def test_no_common_run_is_an_error():

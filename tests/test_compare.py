@@ -398,3 +398,32 @@ def test_a_copied_comparison_continues_with_its_data_at_another_path():
     assert _identity(here) != _identity({**here, "name": "pnictides"})
     assert _identity({"train": 516, "val": 73}) != _identity({"train": 515, "val": 74})
     assert _identity({"cpu_s": 2700.0, "patience": 10}) != _identity({"cpu_s": 1800.0, "patience": 10})
+
+
+def test_one_lr_schedule_for_every_model_each_at_its_own_rate(tmp_path):
+    """``--lr-schedule`` replaces the schedule each model's config chose, keeps its peak rate and
+    warmup, and is part of the budget only when given (older records describe the same budget)."""
+    from e3relax.benchmark.budget import Budget
+    from e3relax.benchmark.runner import engine_config
+    from e3relax.benchmark.suite import model_runs
+
+    configs = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
+    runs = {r.key: r for r in model_runs(["painn", "e3relax"], configs)}
+    splits = {"train": tmp_path / "train.lmdb", "val": tmp_path / "val.lmdb"}
+
+    def schedule(run, budget):
+        cfg = engine_config(runs[run], 0, splits, budget, tmp_path / run, "cpu")
+        return cfg["schedule"], cfg["optim"]["lr"]
+
+    plain = Budget(steps=10**6, eval_every=250, cpu_s=3600.0)
+    shared = Budget(steps=10**6, eval_every=250, cpu_s=3600.0, lr_schedule="cosine")
+    (painn, painn_lr), (e3, e3_lr) = schedule("painn", plain), schedule("e3relax", plain)
+    assert painn["lr_schedule"] == "plateau" and e3["lr_schedule"] == "cosine"  # each config decides
+    (painn_c, painn_c_lr), (e3_c, e3_c_lr) = schedule("painn", shared), schedule("e3relax", shared)
+    assert painn_c["lr_schedule"] == e3_c["lr_schedule"] == "cosine"
+    assert (painn_c_lr, e3_c_lr) == (painn_lr, e3_lr) and e3_c["warmup_steps"] == e3["warmup_steps"] == 200
+    assert "lr_schedule" not in plain.as_dict() and shared.as_dict()["lr_schedule"] == "cosine"
+    assert Budget(**shared.as_dict()) == shared
+    assert "cosine learning-rate schedule for every model" in shared.describe()
+    with pytest.raises(ValueError, match="lr_schedule must be one of cosine, plateau, got 'step'"):
+        Budget(lr_schedule="step")

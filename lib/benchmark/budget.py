@@ -14,6 +14,9 @@ __all__ = ["Budget"]
 
 log = logging.getLogger(__name__)
 
+#: the learning-rate schedules a comparison may impose on every model
+LR_SCHEDULES = ("cosine", "plateau")
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -31,6 +34,11 @@ class Budget:
             clock, so a loaded machine does not change it. Takes the place of ``wall_s``.
         patience: stop a run after this many validations without improvement (early stopping at
             the validation plateau; None: train to the step or time limit).
+        lr_schedule: one learning-rate schedule for every model (``cosine``: decay over the cap,
+            as the toolkit's CPU recipe does; ``plateau``: x0.8 after validations without
+            improvement), each model keeping its own peak rate and warmup; None: each model's
+            config decides (the CPU recipe's cosine for E3Relax, the engine's plateau decay for
+            the baselines).
     """
 
     steps: int = 300
@@ -40,6 +48,7 @@ class Budget:
     max_val_structures: int | None = 200
     cpu_s: float | None = None
     patience: int | None = None
+    lr_schedule: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.eval_every < 1 or self.batch_size < 1:
@@ -50,17 +59,20 @@ class Budget:
                 raise ValueError(f"budget: {name} must be positive, got {value}")
         if self.wall_s is not None and self.cpu_s is not None:
             raise ValueError("budget: give a wall-clock or a CPU-time limit, not both")
+        if self.lr_schedule not in (None, *LR_SCHEDULES):
+            raise ValueError(f"budget: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
 
     def engine_config(self) -> dict[str, Any]:
         """The ``schedule``/``data`` entries of an engine config implementing this budget."""
         every = min(self.eval_every, self.steps)
-        return {
-            "schedule": {"epoch_length": every, "max_epochs": max(1, math.ceil(self.steps / every)),
-                         "early_stop_patience": self.patience,
-                         "time_limit_s": self.cpu_s if self.cpu_s is not None else self.wall_s,
-                         "time_clock": "cpu" if self.cpu_s is not None else "wall"},
-            "data": {"batch_size": self.batch_size, "max_val_structures": self.max_val_structures},
-        }
+        schedule = {"epoch_length": every, "max_epochs": max(1, math.ceil(self.steps / every)),
+                    "early_stop_patience": self.patience,
+                    "time_limit_s": self.cpu_s if self.cpu_s is not None else self.wall_s,
+                    "time_clock": "cpu" if self.cpu_s is not None else "wall"}
+        if self.lr_schedule:
+            schedule["lr_schedule"] = self.lr_schedule
+        return {"schedule": schedule,
+                "data": {"batch_size": self.batch_size, "max_val_structures": self.max_val_structures}}
 
     def describe(self) -> str:
         """One line: the limits of this budget."""
@@ -71,7 +83,14 @@ class Budget:
             parts.append(f"{self.wall_s:.0f} s of wall time")
         if self.patience:
             parts.append(f"early stop after {self.patience} validations without improvement")
+        if self.lr_schedule:
+            parts.append(f"{self.lr_schedule} learning-rate schedule for every model")
         return ", ".join(parts) + f", batch {self.batch_size}, validation every {self.eval_every} steps"
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields; ``lr_schedule`` only when set, so records written before it existed still
+        describe the same budget."""
+        out = asdict(self)
+        if out["lr_schedule"] is None:
+            del out["lr_schedule"]
+        return out

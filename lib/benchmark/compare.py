@@ -116,7 +116,8 @@ class Comparison:
             runs += ablation_runs(args.config_dir, args.size)
         budget = Budget(steps=args.steps, eval_every=args.eval_every, wall_s=args.wall_time,
                         batch_size=args.batch_size, max_val_structures=args.max_val,
-                        cpu_s=getattr(args, "cpu_time", None), patience=getattr(args, "patience", None))
+                        cpu_s=getattr(args, "cpu_time", None), patience=getattr(args, "patience", None),
+                        lr_schedule=getattr(args, "lr_schedule", None))
         text = budget.describe() + " on {num_val} structures"
         return cls(runs, list(args.seeds), budget, Path(args.out),
                    (args.data, args.layout, args.data_cache, args.split_ratio, args.data_seed, args.limit),
