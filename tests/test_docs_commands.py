@@ -112,7 +112,11 @@ QUICK = ["e3relax --version", "e3relax pretrained", "e3relax data layouts",
          "e3relax predict my_structures/ --checkpoint pnictides --out relaxed/ --format cif",
          "e3relax predict my_cifs/ POSCAR_* data.extxyz --checkpoint pnictides --out relaxed/",
          "e3relax predict my_cifs/ --checkpoint pnictides --out relaxed/ --symprec 0.1",
-         "e3relax predict my_cifs/ --checkpoint pnictides --out relaxed/ --no-symmetry --no-canonical-cell"]
+         "e3relax predict my_cifs/ --checkpoint pnictides --out relaxed/ --no-symmetry --no-canonical-cell",
+         "python benchmarks/cap_sensitivity.py benchmarks/converged/pnictides_cap1h.json "
+         "benchmarks/converged/pnictides_partial.json",
+         "python benchmarks/cap_sensitivity.py benchmarks/converged/pnictides_cosine30.json "
+         "benchmarks/converged/pnictides_partial.json"]
 
 #: training.md in order; each (documented command, what is appended to it here)
 TRAINING = [
