@@ -34,8 +34,9 @@ import numpy as np
 from e3relax.benchmark.run_notes import stopped_by
 from e3relax.benchmark.saved import same_comparison
 from e3relax.benchmark.tables import markdown_table
+from e3relax.metrics import MAE_POS, MAE_VOL, SHAPE_DEV
 
-METRICS = (("mae_pos", "coordinates (Å)"), ("shape_dev", "shape (Å²)"), ("mae_vol", "volume (Å³)"))
+METRICS = ((MAE_POS, "coordinates (Å)"), (SHAPE_DEV, "shape (Å²)"), (MAE_VOL, "volume (Å³)"))
 CAP_KEYS = ("cpu_s", "wall_s")
 RULE_KEYS = (*CAP_KEYS, "patience", "lr_schedule")
 
@@ -122,7 +123,7 @@ def ranking(small: Mapping[str, Any], large: Mapping[str, Any]) -> tuple[str, bo
     for rec in (small, large):
         means: dict[str, list[float]] = {}
         for key, label, seed in pairs:
-            means.setdefault(label, []).append(rec["models"][key]["seeds"][seed]["metrics"]["mae_pos"])
+            means.setdefault(label, []).append(rec["models"][key]["seeds"][seed]["metrics"][MAE_POS])
         orders.append(sorted(((float(np.mean(v)), k) for k, v in means.items())))
     lines = [f"- {budget_label(r)}: " + ", ".join(f"{k} {m:.4f}" for m, k in order)
              for r, order in zip((small, large), orders)]

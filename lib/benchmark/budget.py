@@ -10,12 +10,14 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from e3relax.engine.handlers import LRSchedule
+
 __all__ = ["Budget"]
 
 log = logging.getLogger(__name__)
 
-#: the learning-rate schedules a comparison may impose on every model
-LR_SCHEDULES = ("cosine", "plateau")
+#: the learning-rate schedules a comparison may impose on every model: the engine's
+LR_SCHEDULES = LRSchedule.KINDS
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,8 @@ class Budget:
         if self.wall_s is not None and self.cpu_s is not None:
             raise ValueError("budget: give a wall-clock or a CPU-time limit, not both")
         if self.lr_schedule not in (None, *LR_SCHEDULES):
-            raise ValueError(f"budget: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+            raise ValueError(f"budget: lr_schedule must be one of {', '.join(sorted(LR_SCHEDULES))}, "
+                             f"got {self.lr_schedule!r}")
 
     def engine_config(self) -> dict[str, Any]:
         """The ``schedule``/``data`` entries of an engine config implementing this budget."""
